@@ -1,0 +1,1 @@
+"""CoffeeMesh orders service."""

@@ -1,0 +1,1 @@
+"""Adapters: PostgreSQL through SQLAlchemy, and the payments and kitchen HTTP clients."""

@@ -1,0 +1,61 @@
+"""The engine (one per process, made in the app's lifespan) and what counts as an outage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from orders.service.ports import StorageUnavailable
+from orders.settings import DatabaseSettings
+
+
+def make_engine(settings: DatabaseSettings) -> AsyncEngine:
+    """Create the process's engine. It connects lazily, so this does no IO."""
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        # Server-side idle timeouts and failovers close connections; recycle well before.
+        pool_recycle=1800,
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "command_timeout": settings.db_command_timeout,
+            "server_settings": {"application_name": "orders"},
+        },
+    )
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` means the database could not be reached or did not answer in time.
+
+    Such errors become 503 for the client; anything else is a bug and stays a 500.
+    """
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(
+        error, OperationalError | InterfaceError | PoolTimeout | OSError | TimeoutError
+    )
+
+
+async def ping(engine: AsyncEngine, within: float) -> None:
+    """Run a trivial query; raise TimeoutError or a driver error when the database is down."""
+    async with asyncio.timeout(within), engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+@asynccontextmanager
+async def outages_as_unavailable() -> AsyncIterator[None]:
+    """Turn driver and pool errors that mean "the database is down" into StorageUnavailable."""
+    try:
+        yield
+    except Exception as error:
+        if is_unavailable(error):
+            raise StorageUnavailable("the database is unavailable") from error
+        raise

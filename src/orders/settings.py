@@ -1,0 +1,180 @@
+"""Configuration, read once from the environment (and secret files) and validated.
+
+`DatabaseSettings` holds what every process that talks to the database needs (the server,
+Alembic, the container entrypoint); `Settings` adds what the HTTP service needs. Nothing
+here is instantiated at import: call `Settings.load()` where the process starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+)
+DEFAULT_SECRETS_DIR = "/run/secrets"
+
+
+class ConfigurationError(Exception):
+    """The environment does not describe a valid configuration; the message is one line."""
+
+
+def _one_line(error: ValidationError) -> str:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        name = "_".join(str(part) for part in item["loc"]).upper() or "configuration"
+        problems.append(f"{name}: {item['msg']}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+class DatabaseSettings(BaseSettings):
+    """Where the database is and how the process pools connections to it."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    database_url: SecretStr = Field(
+        description="postgresql:// or postgresql+asyncpg:// URL of the database."
+    )
+    db_pool_size: int = Field(default=10, ge=1, le=500)
+    db_max_overflow: int = Field(default=5, ge=0, le=500)
+    db_pool_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds a request waits for a pooled connection."
+    )
+    db_connect_timeout: float = Field(
+        default=3.0, gt=0, description="Seconds to establish a new database connection."
+    )
+    db_command_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds any single statement may take."
+    )
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _async_driver(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not isinstance(raw, str):
+            return value
+        try:
+            url = make_url(raw)
+        except ArgumentError:
+            raise ValueError("not a database URL") from None
+        if url.drivername == "postgres":
+            url = url.set(drivername="postgresql")
+        if url.get_backend_name() != "postgresql":
+            raise ValueError("must be a postgresql:// URL")
+        if url.drivername not in ("postgresql", "postgres", "postgresql+asyncpg"):
+            raise ValueError("the driver must be asyncpg (postgresql+asyncpg://)")
+        return SecretStr(url.set(drivername="postgresql+asyncpg").render_as_string(False))
+
+    @property
+    def sqlalchemy_url(self) -> URL:
+        """The URL with the asyncpg driver, password included, for create_async_engine."""
+        return make_url(self.database_url.get_secret_value())
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Read the environment (and secret files); raise ConfigurationError in one line."""
+        secrets_dir = os.environ.get("SECRETS_DIR", DEFAULT_SECRETS_DIR)
+        kwargs: dict[str, Any] = dict(overrides)
+        if Path(secrets_dir).is_dir():
+            kwargs["_secrets_dir"] = secrets_dir
+        try:
+            return cls(**kwargs)
+        except ValidationError as error:
+            raise ConfigurationError(_one_line(error)) from None
+
+
+class Settings(DatabaseSettings):
+    """Everything the orders HTTP service reads from its environment."""
+
+    # Identity (DESIGN §4): exactly one key source.
+    jwt_public_key: SecretStr | None = Field(default=None, description="PEM public key text.")
+    jwt_public_key_file: Path | None = None
+    jwt_jwks_url: AnyHttpUrl | None = None
+    jwt_audience: str = Field(min_length=1)
+    jwt_issuer: str = Field(min_length=1)
+    jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256",)
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: float = Field(default=600.0, gt=0)
+    jwks_min_refresh_seconds: float = Field(
+        default=30.0, ge=0, description="Least time between two JWKS fetches."
+    )
+
+    # Collaborators (DESIGN §3).
+    payments_url: AnyHttpUrl
+    kitchen_url: AnyHttpUrl
+    http_connect_timeout: float = Field(default=2.0, gt=0)
+    http_read_timeout: float = Field(default=5.0, gt=0)
+    http_connect_retries: int = Field(default=2, ge=0, le=5)
+    action_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a pay or cancel in flight holds its order before others may retry.",
+    )
+
+    # HTTP and operations.
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_items_per_order: int = Field(default=100, ge=1, le=10_000)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("jwt_algorithms", mode="before")
+    @classmethod
+    def _split_algorithms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        refused = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if refused:
+            raise ValueError(
+                f"not an accepted asymmetric algorithm: {', '.join(refused)} "
+                f"(choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        given = [
+            name
+            for name, value in (
+                ("JWT_PUBLIC_KEY", self.jwt_public_key),
+                ("JWT_PUBLIC_KEY_FILE", self.jwt_public_key_file),
+                ("JWT_JWKS_URL", self.jwt_jwks_url),
+            )
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "set exactly one of JWT_PUBLIC_KEY, JWT_PUBLIC_KEY_FILE, JWT_JWKS_URL"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self

@@ -1,0 +1,1 @@
+"""The HTTP interface: routes, endpoints, the API contract, auth, errors and middleware."""

@@ -1,0 +1,125 @@
+"""The HTTP endpoints: parse and validate the request, call one use case, render the result."""
+
+from __future__ import annotations
+
+from typing import Any, Final, cast
+from uuid import UUID
+
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from orders.domain import OrderItem
+from orders.service.orders import OrderService
+from orders.web.auth import caller
+from orders.web.errors import RequestInvalid, error_response
+from orders.web.schemas import CreateOrder, ListQuery, render_order, render_orders
+
+_JSON: Final = "application/json"
+
+
+def _service(request: Request) -> OrderService:
+    return cast(OrderService, request.state.orders)
+
+
+def _order_id(request: Request) -> UUID:
+    try:
+        return UUID(request.path_params["order_id"])
+    except ValueError:
+        raise RequestInvalid(
+            [
+                {
+                    "loc": ["path", "order_id"],
+                    "msg": "Input should be a valid UUID",
+                    "type": "uuid_parsing",
+                }
+            ]
+        ) from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == _JSON or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+async def _items(request: Request) -> list[OrderItem]:
+    """The validated `{"order": [...]}` body: 415, 400 or 422 when it is not acceptable."""
+    if not _is_json(request.headers.get("content-type")):
+        raise HTTPException(415, "Content-Type must be application/json")
+    body = await request.body()
+    schema = cast(type[CreateOrder], request.state.create_order_schema)
+    try:
+        payload = schema.model_validate_json(body)
+    except ValidationError as error:
+        if any(problem["type"] == "json_invalid" for problem in error.errors()):
+            raise HTTPException(400, "Malformed JSON body") from None
+        raise RequestInvalid.from_validation(error, "body") from None
+    return [item.to_domain() for item in payload.order]
+
+
+def _json(body: bytes, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status_code=status_code, headers=headers, media_type=_JSON)
+
+
+async def list_orders(request: Request) -> Response:
+    try:
+        query = ListQuery.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise RequestInvalid.from_validation(error, "query") from None
+    orders = await _service(request).list_orders(
+        caller(request), cancelled=query.cancelled, limit=query.limit
+    )
+    return _json(render_orders(orders))
+
+
+async def place_order(request: Request) -> Response:
+    items = await _items(request)
+    order = await _service(request).place_order(caller(request), items)
+    location = str(request.url_for("order", order_id=str(order.id)).path)
+    return _json(render_order(order), 201, {"Location": location})
+
+
+async def get_order(request: Request) -> Response:
+    order = await _service(request).get_order(_order_id(request), caller(request))
+    return _json(render_order(order))
+
+
+async def update_order(request: Request) -> Response:
+    order_id = _order_id(request)
+    items = await _items(request)
+    order = await _service(request).update_order(order_id, caller(request), items)
+    return _json(render_order(order))
+
+
+async def delete_order(request: Request) -> Response:
+    await _service(request).delete_order(_order_id(request), caller(request))
+    return Response(status_code=204)
+
+
+async def pay_order(request: Request) -> Response:
+    order = await _service(request).pay(_order_id(request), caller(request))
+    return _json(render_order(order))
+
+
+async def cancel_order(request: Request) -> Response:
+    order = await _service(request).cancel(_order_id(request), caller(request))
+    return _json(render_order(order))
+
+
+async def live(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    probe = request.state.database_ready
+    try:
+        await probe()
+    except Exception as error:
+        reason: Any = type(error).__name__
+        return error_response(503, f"Database unavailable ({reason})", {"Retry-After": "5"})
+    return JSONResponse({"status": "ok"})

@@ -1,0 +1,108 @@
+"""The one place where errors become HTTP responses, all shaped `{"detail": ...}`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, cast
+
+from pydantic import ValidationError
+from pydantic_core import to_json
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from orders.domain import ActionInProgress, InvalidTransition, OrderNotFound
+from orders.service.ports import (
+    CollaboratorBadAnswer,
+    CollaboratorError,
+    CollaboratorTimeout,
+    CollaboratorUnavailable,
+    PaymentRefused,
+    StorageUnavailable,
+)
+
+RETRY_AFTER_SECONDS: Final = "5"
+
+
+class RequestInvalid(Exception):
+    """The request's body, path or query failed validation (422)."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__("request validation failed")
+        self.problems = problems
+
+    @classmethod
+    def from_validation(cls, error: ValidationError, where: str) -> RequestInvalid:
+        return cls(problems(error.errors(include_url=False, include_input=False), where))
+
+
+def problems(errors: Iterable[Mapping[str, Any]], where: str) -> list[dict[str, Any]]:
+    """pydantic errors as `{"loc", "msg", "type"}`, `loc` starting with body/path/query."""
+    return [
+        {"loc": [where, *error["loc"]], "msg": error["msg"], "type": error["type"]}
+        for error in errors
+    ]
+
+
+def error_response(
+    status_code: int, detail: Any, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        to_json({"detail": detail}),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _http_exception(_: Request, exc: Exception) -> Response:
+    http = cast(HTTPException, exc)
+    return error_response(http.status_code, http.detail, http.headers)
+
+
+def _request_invalid(_: Request, exc: Exception) -> Response:
+    return error_response(422, cast(RequestInvalid, exc).problems)
+
+
+def _not_found(_: Request, exc: Exception) -> Response:
+    return error_response(404, "Order not found")
+
+
+def _conflict(_: Request, exc: Exception) -> Response:
+    return error_response(409, str(exc))
+
+
+def _payment_refused(_: Request, exc: Exception) -> Response:
+    return error_response(402, "The payment was refused; the order was not charged")
+
+
+_COLLABORATOR_STATUS: Final = {
+    CollaboratorBadAnswer: 502,
+    CollaboratorUnavailable: 503,
+    CollaboratorTimeout: 504,
+}
+
+
+def _collaborator(_: Request, exc: Exception) -> Response:
+    failure = cast(CollaboratorError, exc)
+    status = _COLLABORATOR_STATUS.get(type(failure), 502)
+    headers = {"Retry-After": RETRY_AFTER_SECONDS} if status == 503 else None
+    return error_response(status, f"The {failure.service} service {failure.reason}", headers)
+
+
+def _storage_unavailable(_: Request, exc: Exception) -> Response:
+    return error_response(
+        503, "The database is unavailable, try again shortly", {"Retry-After": RETRY_AFTER_SECONDS}
+    )
+
+
+EXCEPTION_HANDLERS: Final = {
+    HTTPException: _http_exception,
+    RequestInvalid: _request_invalid,
+    OrderNotFound: _not_found,
+    InvalidTransition: _conflict,
+    ActionInProgress: _conflict,
+    PaymentRefused: _payment_refused,
+    CollaboratorError: _collaborator,
+    StorageUnavailable: _storage_unavailable,
+}

@@ -1,0 +1,118 @@
+"""The v1 API contract as pydantic models: requests are validated with them, responses are
+rendered to their shape, and the OpenAPI document is generated from them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic_core import to_json
+
+from orders.domain import Order, OrderItem, OrderStatus, Size
+from orders.domain.model import MAX_QUANTITY
+
+# LIMIT is a bigint in PostgreSQL; anything larger is no page size anyway.
+MAX_LIMIT: Final = 2**31 - 1
+
+
+class OrderItemSchema(BaseModel):
+    """One line of an order."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        title="OrderItem",
+        json_schema_serialization_defaults_required=True,
+    )
+
+    product: str = Field(min_length=1, description="What to make, e.g. `cappuccino`.")
+    size: Size
+    quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
+
+    def to_domain(self) -> OrderItem:
+        return OrderItem(self.product, self.size, self.quantity)
+
+
+class CreateOrder(BaseModel):
+    """Body of `POST /orders` and `PUT /orders/{order_id}`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="CreateOrder")
+
+    order: list[OrderItemSchema] = Field(min_length=1)
+
+
+def create_order_schema(max_items: int) -> type[CreateOrder]:
+    """The request body model with this deployment's item limit, so the docs show it too."""
+    return create_model(
+        "CreateOrder",
+        __base__=CreateOrder,
+        order=(Annotated[list[OrderItemSchema], Field(min_length=1, max_length=max_items)], ...),
+    )
+
+
+class ListQuery(BaseModel):
+    """Query parameters of `GET /orders`; unknown parameters are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cancelled: bool | None = Field(
+        default=None, description="Only cancelled orders (true) or only the others (false)."
+    )
+    limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT, description="At most this many.")
+
+
+class OrderSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="Order")
+
+    id: UUID
+    created: datetime
+    status: OrderStatus
+    order: list[OrderItemSchema]
+
+
+class OrderListSchema(BaseModel):
+    model_config = ConfigDict(extra="forbid", title="OrderList")
+
+    orders: list[OrderSchema]
+
+
+class ValidationProblem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorSchema(BaseModel):
+    """Every error body: a message, or the list of problems of a 422."""
+
+    model_config = ConfigDict(extra="forbid", title="Error")
+
+    detail: str | list[ValidationProblem]
+
+
+def _order_dict(order: Order) -> dict[str, Any]:
+    return {
+        "id": order.id,
+        "created": order.created,
+        "status": order.status.value,
+        "order": [
+            {"product": item.product, "size": item.size.value, "quantity": item.quantity}
+            for item in order.items
+        ],
+    }
+
+
+def render_order(order: Order) -> bytes:
+    """JSON of one order, shaped exactly as OrderSchema."""
+    return to_json(_order_dict(order))
+
+
+def render_orders(orders: list[Order]) -> bytes:
+    """JSON of a list of orders, shaped exactly as OrderListSchema."""
+    return to_json({"orders": [_order_dict(order) for order in orders]})

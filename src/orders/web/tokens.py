@@ -1,0 +1,228 @@
+"""Bearer token verification with python-jose (DESIGN §4).
+
+The token's header never picks the algorithm on its own: it must be one of the configured
+asymmetric algorithms, and the key it is checked with is built for exactly that algorithm
+from a public key. An HMAC token "signed" with the public key (CVE-2024-33663 and its DER
+variant) is therefore refused before any key is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
+
+import httpx
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jose import jwk, jwt
+from jose.backends.base import Key
+from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
+
+from orders.settings import ConfigurationError, Settings
+
+logger = logging.getLogger(__name__)
+
+_SEGMENT: Final = re.compile(r"^[A-Za-z0-9_-]+$")
+_MAX_TOKEN_LENGTH: Final = 8192
+
+
+class InvalidToken(Exception):
+    """The token was given but cannot be trusted; the message says why, never the token."""
+
+
+class KeysUnavailable(Exception):
+    """The JWKS endpoint could not be read, so no token can be checked right now."""
+
+
+class KeySource(Protocol):
+    async def key_for(self, kid: str | None, algorithm: str) -> Key | None:
+        """The verification key for this key id and algorithm, or None if there is none."""
+        ...
+
+
+def _construct(key_data: Any, algorithm: str) -> Key | None:
+    try:
+        return jwk.construct(key_data, algorithm)
+    except JOSEError:
+        return None
+
+
+class StaticKeys:
+    """One PEM public key, with a jose key object built once per accepted algorithm."""
+
+    def __init__(self, pem: str, algorithms: Sequence[str]) -> None:
+        try:
+            load_pem_public_key(pem.encode())
+        except (ValueError, TypeError):
+            raise ConfigurationError(
+                "invalid configuration: JWT_PUBLIC_KEY: not a PEM public key"
+            ) from None
+        self._keys = {
+            algorithm: key
+            for algorithm in algorithms
+            if (key := _construct(pem, algorithm)) is not None
+        }
+        if not self._keys:
+            raise ConfigurationError(
+                "invalid configuration: JWT_PUBLIC_KEY: the key fits none of JWT_ALGORITHMS "
+                f"({', '.join(algorithms)})"
+            )
+
+    async def key_for(self, kid: str | None, algorithm: str) -> Key | None:
+        return self._keys.get(algorithm)
+
+
+class JwksKeys:
+    """Keys from a JWKS URL: cached, refreshed when stale or when a token names an unknown
+    `kid`, but never fetched more often than `min_refresh` seconds apart."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        *,
+        cache_seconds: float,
+        min_refresh_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._cache_seconds = cache_seconds
+        self._min_refresh = min_refresh_seconds
+        self._clock = clock
+        self._jwks: dict[str | None, dict[str, Any]] = {}
+        self._built: dict[tuple[str | None, str], Key | None] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: str | None, algorithm: str) -> Key | None:
+        if self._fetched_at is None or self._age() >= self._cache_seconds or kid not in self._jwks:
+            await self._refresh()
+        if not self._jwks:
+            raise KeysUnavailable("the identity provider's keys are unavailable")
+        if kid not in self._jwks:
+            return None
+        if (kid, algorithm) not in self._built:
+            self._built[(kid, algorithm)] = self._build(self._jwks[kid], algorithm)
+        return self._built[(kid, algorithm)]
+
+    def _age(self) -> float:
+        return self._clock() - (self._fetched_at or 0.0)
+
+    @staticmethod
+    def _build(data: dict[str, Any], algorithm: str) -> Key | None:
+        if data.get("alg", algorithm) != algorithm or data.get("use", "sig") != "sig":
+            return None
+        if data.get("kty") not in ("RSA", "EC"):
+            return None
+        return _construct(data, algorithm)
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if self._fetched_at is not None and self._age() < self._min_refresh:
+                # Fetched moments ago (perhaps while this request waited for the lock).
+                return
+            self._fetched_at = self._clock()
+            try:
+                response = await self._client.get(self._url)
+                response.raise_for_status()
+                keys = response.json()["keys"]
+                jwks = {key.get("kid"): key for key in keys if isinstance(key, dict)}
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+                logger.warning("could not fetch the JWKS from %s", self._url, exc_info=True)
+                return
+            if len(jwks) == 1:
+                # A single key also serves tokens that name no kid.
+                jwks.setdefault(None, next(iter(jwks.values())))
+            self._jwks, self._built = jwks, {}
+
+
+def _segments_ok(token: str) -> bool:
+    parts = token.split(".")
+    return len(parts) == 3 and all(_SEGMENT.match(part) for part in parts)
+
+
+def _header(token: str) -> dict[str, Any]:
+    segment = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("malformed token") from None
+    if not isinstance(header, dict):
+        raise InvalidToken("malformed token")
+    return header
+
+
+class TokenVerifier:
+    """Checks signature, `exp`, `nbf`, `iat`, `aud`, `iss` and `sub`; returns the claims."""
+
+    def __init__(
+        self,
+        keys: KeySource,
+        *,
+        algorithms: Sequence[str],
+        audience: str,
+        issuer: str,
+        leeway_seconds: int,
+    ) -> None:
+        self._keys = keys
+        self._algorithms = frozenset(algorithms)
+        self._audience = audience
+        self._issuer = issuer
+        self._options = {
+            "require_exp": True,
+            "require_aud": True,
+            "require_iss": True,
+            "require_sub": True,
+            "verify_at_hash": False,
+            "leeway": leeway_seconds,
+        }
+
+    @classmethod
+    def from_settings(cls, settings: Settings, keys: KeySource) -> TokenVerifier:
+        return cls(
+            keys,
+            algorithms=settings.jwt_algorithms,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            leeway_seconds=settings.jwt_leeway_seconds,
+        )
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        if len(token) > _MAX_TOKEN_LENGTH or not _segments_ok(token):
+            raise InvalidToken("malformed token")
+        header = _header(token)
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self._algorithms:
+            raise InvalidToken("token algorithm not accepted")
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("malformed token")
+        key = await self._keys.key_for(kid, algorithm)
+        if key is None:
+            raise InvalidToken("unknown signing key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                options=self._options,
+            )
+        except ExpiredSignatureError:
+            raise InvalidToken("token expired") from None
+        except JWTClaimsError as error:
+            raise InvalidToken(f"invalid claims: {error}") from None
+        except JOSEError:
+            raise InvalidToken("invalid token signature") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise InvalidToken("invalid claims: sub must be a non-empty string")
+        return claims
