@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jose import jwk, jwt
 from jose.backends.base import Key
@@ -53,12 +55,24 @@ def _construct(key_data: Any, algorithm: str) -> Key | None:
         return None
 
 
+_CURVES: Final = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+
+
+def _fits(public_key: PublicKeyTypes, algorithm: str) -> bool:
+    """Whether the key's type (and curve) is the one `algorithm` signs with."""
+    if algorithm.startswith("RS"):
+        return isinstance(public_key, rsa.RSAPublicKey)
+    return isinstance(
+        public_key, ec.EllipticCurvePublicKey
+    ) and public_key.curve.name == _CURVES.get(algorithm)
+
+
 class StaticKeys:
     """One PEM public key, with a jose key object built once per accepted algorithm."""
 
     def __init__(self, pem: str, algorithms: Sequence[str]) -> None:
         try:
-            load_pem_public_key(pem.encode())
+            public_key = load_pem_public_key(pem.encode())
         except (ValueError, TypeError):
             raise ConfigurationError(
                 "invalid configuration: JWT_PUBLIC_KEY: not a PEM public key"
@@ -66,7 +80,7 @@ class StaticKeys:
         self._keys = {
             algorithm: key
             for algorithm in algorithms
-            if (key := _construct(pem, algorithm)) is not None
+            if _fits(public_key, algorithm) and (key := _construct(pem, algorithm)) is not None
         }
         if not self._keys:
             raise ConfigurationError(
@@ -220,8 +234,15 @@ class TokenVerifier:
             raise InvalidToken("token expired") from None
         except JWTClaimsError as error:
             raise InvalidToken(f"invalid claims: {error}") from None
-        except JOSEError:
-            raise InvalidToken("invalid token signature") from None
+        except JOSEError as error:
+            # jose reports a missing required claim as a plain JWTError; its messages are
+            # fixed strings, never parts of the token.
+            message = str(error)
+            if message.startswith("missing required key"):
+                raise InvalidToken(f"invalid claims: {message}") from None
+            if "Signature verification failed" in message:
+                raise InvalidToken("invalid token signature") from None
+            raise InvalidToken(f"invalid token: {message}") from None
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("invalid claims: sub must be a non-empty string")
