@@ -39,18 +39,16 @@ _READS: Final = (401, 404, 422, 503)
 _COLLABORATORS: Final = (502, 503, 504)
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _responses(success: dict[int, dict[str, Any]], *errors: int) -> dict[str, Any]:
+def _responses(
+    error: dict[str, Any], success: dict[int, dict[str, Any]], *errors: int
+) -> dict[str, Any]:
     responses: dict[str, Any] = {str(code): body for code, body in success.items()}
     for code in sorted(set(errors)):
-        responses[str(code)] = _json(_ref("Error"), _ERRORS[code])
+        responses[str(code)] = _json(error, _ERRORS[code])
         if code == 401:
             responses["401"]["headers"] = {
                 "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}
@@ -64,7 +62,7 @@ def _responses(success: dict[int, dict[str, Any]], *errors: int) -> dict[str, An
 
 def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
     """The whole document; `create_order` carries this deployment's item limit."""
-    _, defs = models_json_schema(
+    refs, defs = models_json_schema(
         [
             (create_order, "validation"),
             (OrderSchema, "serialization"),
@@ -73,7 +71,10 @@ def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
         ],
         ref_template="#/components/schemas/{model}",
     )
-    order = _json(_ref("Order"), "The order.")
+    # pydantic names the components; refer to them by the names it chose, never by guesses.
+    order_ref = refs[OrderSchema, "serialization"]
+    error_ref = refs[ErrorSchema, "serialization"]
+    order = _json(order_ref, "The order.")
     order_id = {
         "name": "order_id",
         "in": "path",
@@ -82,10 +83,10 @@ def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
     }
     body = {
         "required": True,
-        "content": {"application/json": {"schema": _ref(create_order.__name__)}},
+        "content": {"application/json": {"schema": refs[create_order, "validation"]}},
     }
     created = {
-        **_json(_ref("Order"), "The order was placed."),
+        **_json(order_ref, "The order was placed."),
         "headers": {"Location": {"schema": {"type": "string"}, "description": "The new order."}},
     }
     return {
@@ -117,14 +118,20 @@ def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
                         },
                     ],
                     "responses": _responses(
-                        {200: _json(_ref("OrderList"), "The orders.")}, 401, 422, 503
+                        error_ref,
+                        {200: _json(refs[OrderListSchema, "serialization"], "The orders.")},
+                        401,
+                        422,
+                        503,
                     ),
                 },
                 "post": {
                     "operationId": "placeOrder",
                     "summary": "Place an order",
                     "requestBody": body,
-                    "responses": _responses({201: created}, 400, 401, 413, 415, 422, 503),
+                    "responses": _responses(
+                        error_ref, {201: created}, 400, 401, 413, 415, 422, 503
+                    ),
                 },
             },
             "/orders/{order_id}": {
@@ -132,18 +139,20 @@ def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
                 "get": {
                     "operationId": "getOrder",
                     "summary": "One order",
-                    "responses": _responses({200: order}, *_READS),
+                    "responses": _responses(error_ref, {200: order}, *_READS),
                 },
                 "put": {
                     "operationId": "updateOrder",
                     "summary": "Replace the items of an order that is not paid yet",
                     "requestBody": body,
-                    "responses": _responses({200: order}, *_READS, 400, 409, 413, 415),
+                    "responses": _responses(error_ref, {200: order}, *_READS, 400, 409, 413, 415),
                 },
                 "delete": {
                     "operationId": "deleteOrder",
                     "summary": "Delete an order that is not paid, or is cancelled",
-                    "responses": _responses({204: {"description": "Deleted."}}, *_READS, 409),
+                    "responses": _responses(
+                        error_ref, {204: {"description": "Deleted."}}, *_READS, 409
+                    ),
                 },
             },
             "/orders/{order_id}/pay": {
@@ -151,7 +160,9 @@ def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
                 "post": {
                     "operationId": "payOrder",
                     "summary": "Charge the order and schedule it in the kitchen",
-                    "responses": _responses({200: order}, *_READS, 402, 409, *_COLLABORATORS),
+                    "responses": _responses(
+                        error_ref, {200: order}, *_READS, 402, 409, *_COLLABORATORS
+                    ),
                 },
             },
             "/orders/{order_id}/cancel": {
@@ -159,7 +170,7 @@ def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
                 "post": {
                     "operationId": "cancelOrder",
                     "summary": "Cancel the order (taking it off the kitchen's schedule)",
-                    "responses": _responses({200: order}, *_READS, 409, *_COLLABORATORS),
+                    "responses": _responses(error_ref, {200: order}, *_READS, 409, *_COLLABORATORS),
                 },
             },
             "/health/live": {
@@ -175,7 +186,7 @@ def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
                     "operationId": "ready",
                     "summary": "The database answers",
                     "security": [],
-                    "responses": _responses({200: _json(_HEALTH, "Ready.")}, 503),
+                    "responses": _responses(error_ref, {200: _json(_HEALTH, "Ready.")}, 503),
                 },
             },
         },
