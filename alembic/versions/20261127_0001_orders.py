@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("status", sa.Text(), server_default="created", nullable=False),
         sa.Column("payment_id", sa.Uuid(), nullable=True),
         sa.Column("schedule_id", sa.Text(), nullable=True),
+        sa.Column("charge_attempt", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("action", sa.Text(), nullable=True),
         sa.Column("action_token", sa.Uuid(), nullable=True),
         sa.Column("action_expires", sa.DateTime(timezone=True), nullable=True),
@@ -47,6 +48,7 @@ def upgrade() -> None:
             name=op.f("ck_orders_action_claim"),
         ),
         sa.CheckConstraint("owner <> ''", name=op.f("ck_orders_owner")),
+        sa.CheckConstraint("charge_attempt >= 0", name=op.f("ck_orders_charge_attempt")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_orders")),
     )
     op.create_index("ix_orders_owner_created", "orders", ["owner", "created", "id"])

@@ -55,7 +55,8 @@ class Behaviour:
 class Ledger:
     """Everything the stand-ins were asked, for tests to inspect."""
 
-    charges: list[str] = field(default_factory=list)
+    charges: list[tuple[str, str]] = field(default_factory=list)
+    """(order id, status answered) for every charge request that got an answer."""
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
     schedule_keys: dict[str, str] = field(default_factory=dict)
@@ -84,13 +85,14 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
         if behaviour.payments_fail_with is not None:
             return _error(behaviour.payments_fail_with, "payments failed")
         key = request.headers.get("idempotency-key", body["order_id"])
-        ledger.charges.append(body["order_id"])
         if key not in ledger.payments:
             ledger.payments[key] = {
                 "payment_id": str(uuid.uuid4()),
                 "status": behaviour.payment_status,
             }
-        return JSONResponse(ledger.payments[key], status_code=201)
+        payment = ledger.payments[key]
+        ledger.charges.append((body["order_id"], payment["status"]))
+        return JSONResponse(payment, status_code=201)
 
     async def schedule(request: Request) -> Response:
         await asyncio.sleep(behaviour.delay_seconds)

@@ -3,8 +3,8 @@
 Both share the process's one `httpx.AsyncClient`, made in the app's lifespan with explicit
 timeouts. Connection failures are retried by the transport (nothing reached the other side);
 a request that was sent is retried only where repeating it is harmless (cancelling a
-schedule). Every request carries the order id as `Idempotency-Key`, so a charge repeated after
-a crash is recognised by payments rather than charged again.
+schedule). Charges and schedules carry an `Idempotency-Key`, so a call repeated after a
+timeout or a crash is recognised by the other side rather than carried out twice.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def make_http_client(
 
 
 async def _post(
-    client: httpx.AsyncClient, service: str, url: str, json: Any, key: UUID | None = None
+    client: httpx.AsyncClient, service: str, url: str, json: Any, key: str | None = None
 ) -> httpx.Response:
     headers = {"Idempotency-Key": str(key)} if key is not None else None
     try:
@@ -82,9 +82,9 @@ class HttpPayments:
         self._client = client
         self._url = base_url.rstrip("/") + "/payments"
 
-    async def charge(self, order_id: UUID) -> UUID:
+    async def charge(self, order_id: UUID, idempotency_key: str) -> UUID:
         response = await _post(
-            self._client, self.service, self._url, {"order_id": str(order_id)}, order_id
+            self._client, self.service, self._url, {"order_id": str(order_id)}, idempotency_key
         )
         if response.status_code != httpx.codes.CREATED:
             raise CollaboratorBadAnswer(self.service, f"answered {response.status_code}")
@@ -115,7 +115,9 @@ class HttpKitchen:
             {"product": item.product, "size": item.size.value, "quantity": item.quantity}
             for item in order.items
         ]
-        response = await _post(self._client, self.service, self._base, {"order": items}, order.id)
+        response = await _post(
+            self._client, self.service, self._base, {"order": items}, str(order.id)
+        )
         if response.status_code != httpx.codes.CREATED:
             raise CollaboratorBadAnswer(self.service, f"answered {response.status_code}")
         schedule_id = _json_object(self.service, response).get("id")

@@ -58,6 +58,7 @@ class OrderRecord(Base):
     status: Mapped[str] = mapped_column(Text, server_default=OrderStatus.CREATED.value)
     payment_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))
     schedule_id: Mapped[str | None] = mapped_column(Text)
+    charge_attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # A pay or cancel in flight holds the order until `action_expires` (see service.orders).
     action: Mapped[str | None] = mapped_column(Text)
     action_token: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))
@@ -82,6 +83,7 @@ class OrderRecord(Base):
             name="action_claim",
         ),
         CheckConstraint("owner <> ''", name="owner"),
+        CheckConstraint("charge_attempt >= 0", name="charge_attempt"),
         # "This user's orders, newest first" is a backward scan of this index, id breaking ties.
         Index("ix_orders_owner_created", "owner", "created", "id"),
     )

@@ -38,7 +38,9 @@ _ORDER_COLUMNS = (
     orders_t.c.status,
     orders_t.c.payment_id,
     orders_t.c.schedule_id,
+    orders_t.c.charge_attempt,
 )
+_PRODUCT = len(_ORDER_COLUMNS)  # item columns follow the order's in joined rows
 _ITEM_COLUMNS = (items_t.c.product, items_t.c.size, items_t.c.quantity)
 
 _STATUS: dict[str, OrderStatus] = {status.value: status for status in OrderStatus}
@@ -85,8 +87,8 @@ def _to_orders(rows: Iterable[Sequence[Any]]) -> list[Order]:
             if current is not None:
                 orders.append(_to_order(current, items))
             current, items = row, []
-        if row[6] is not None:
-            items.append(OrderItem(row[6], _SIZE[row[7]], row[8]))
+        if row[_PRODUCT] is not None:
+            items.append(OrderItem(row[_PRODUCT], _SIZE[row[_PRODUCT + 1]], row[_PRODUCT + 2]))
     if current is not None:
         orders.append(_to_order(current, items))
     return orders
@@ -101,6 +103,7 @@ def _to_order(row: Sequence[Any], items: list[OrderItem]) -> Order:
         items=tuple(items),
         payment_id=row[4],
         schedule_id=row[5],
+        charge_attempt=row[6],
     )
 
 
@@ -241,11 +244,14 @@ class SqlOrderRepository:
         orders = _to_orders(await self._connection.execute(_with_items(settled)))
         return orders[0] if orders else None
 
-    async def release(self, order_id: UUID, token: UUID) -> None:
+    async def release(self, order_id: UUID, token: UUID, *, refused: bool = False) -> None:
+        values: dict[str, Any] = dict(_UNCLAIMED)
+        if refused:
+            values["charge_attempt"] = orders_t.c.charge_attempt + 1
         await self._connection.execute(
             update(orders_t)
             .where(orders_t.c.id == order_id, orders_t.c.action_token == token)
-            .values(_UNCLAIMED)
+            .values(values)
         )
 
 

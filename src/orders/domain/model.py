@@ -69,6 +69,8 @@ class Order:
     items: tuple[OrderItem, ...]
     payment_id: UUID | None = None
     schedule_id: str | None = None
+    # Bumped each time payments refuses a charge, so a new attempt is a new idempotent request.
+    charge_attempt: int = 0
 
     def allows(self, action: Action) -> bool:
         return self.status in ALLOWED_FROM[action]
@@ -77,6 +79,12 @@ class Order:
         """Raise InvalidTransition unless `action` is allowed in the current status."""
         if not self.allows(action):
             raise InvalidTransition(self.id, self.status, action)
+
+    @property
+    def charge_key(self) -> str:
+        """Idempotency key of the current charge attempt: a retry after an unknown outcome
+        (timeout, crash) repeats it; a refused charge moves on to the next one."""
+        return f"{self.id}:{self.charge_attempt}"
 
     @property
     def needs_charge(self) -> bool:

@@ -24,7 +24,7 @@ from orders.domain import (
     OrderStatus,
 )
 from orders.domain.model import ALLOWED_FROM
-from orders.service.ports import Kitchen, OrderViews, Payments, UnitOfWork
+from orders.service.ports import Kitchen, OrderViews, PaymentRefused, Payments, UnitOfWork
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class OrderService:
         order, token = await self._claim(order_id, owner, Action.PAY)
         try:
             if order.needs_charge:
-                payment_id = await self._payments.charge(order.id)
+                payment_id = await self._payments.charge(order.id, order.charge_key)
                 async with self._uow() as uow:
                     await uow.orders.record_payment(order.id, token, payment_id)
                     await uow.commit()
@@ -107,6 +107,9 @@ class OrderService:
             return await self._settle(
                 order.id, token, Action.PAY, OrderStatus.PROGRESS, schedule_id
             )
+        except PaymentRefused:
+            await self._release(order.id, token, refused=True)
+            raise
         except Exception:
             await self._release(order.id, token)
             raise
@@ -149,10 +152,10 @@ class OrderService:
             await uow.commit()
         return order
 
-    async def _release(self, order_id: UUID, token: UUID) -> None:
+    async def _release(self, order_id: UUID, token: UUID, *, refused: bool = False) -> None:
         try:
             async with self._uow() as uow:
-                await uow.orders.release(order_id, token)
+                await uow.orders.release(order_id, token, refused=refused)
                 await uow.commit()
         except Exception:
             # The lease frees the order on its own; the original error is what the caller needs.

@@ -58,8 +58,8 @@ class OrderRepository(Protocol):
         """Move a claimed order to `status` and release the claim."""
         ...
 
-    async def release(self, order_id: UUID, token: UUID) -> None:
-        """Drop the claim without changing the status."""
+    async def release(self, order_id: UUID, token: UUID, *, refused: bool = False) -> None:
+        """Drop the claim without changing the status; `refused` starts a new charge attempt."""
         ...
 
 
@@ -92,8 +92,9 @@ class OrderViews(Protocol):
 
 
 class Payments(Protocol):
-    async def charge(self, order_id: UUID) -> UUID:
-        """Charge the order once and return the payment id.
+    async def charge(self, order_id: UUID, idempotency_key: str) -> UUID:
+        """Charge the order and return the payment id. Repeating a call with the same key
+        must not charge again.
 
         Raises PaymentRefused, or a CollaboratorError when the outcome is unknown.
         """

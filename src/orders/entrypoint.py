@@ -1,0 +1,277 @@
+"""The container's entrypoint: wait for the database, migrate it, then become the server.
+
+    python -m orders.entrypoint                  # wait, `alembic upgrade head`, exec uvicorn
+    python -m orders.entrypoint --workers 2      # the same, with extra uvicorn options
+    python -m orders.entrypoint alembic current  # any other command runs as given, nothing first
+
+The server replaces this process (`os.execvp`), so in a container uvicorn is PID 1 and
+receives SIGTERM itself. Several replicas may start at once: `alembic/env.py` holds a
+PostgreSQL advisory lock while migrating, so exactly one of them applies the migrations.
+
+Environment, besides the service's own settings:
+
+- `MIGRATE_ON_START` (default `true`): `false` skips the wait and the migration, for
+  deployments that migrate in a separate job; the server then starts at once and
+  `/health/ready` answers 503 until the database answers.
+- `DB_WAIT_SECONDS` (default 60): how long to wait for the database to accept connections.
+- `UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN` (default 20): seconds in-flight requests get to finish
+  after SIGTERM; keep it below the orchestrator's grace period.
+- `ALEMBIC_CONFIG` (default `pyproject.toml`): the file holding `[tool.alembic]`.
+
+uvicorn reads its other options from `UVICORN_*` variables and `WEB_CONCURRENCY` (workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
+
+from orders.adapters.database import make_engine, ping
+from orders.logs import configure_logging
+from orders.settings import ConfigurationError, DatabaseSettings, Settings
+
+logger = logging.getLogger("orders.entrypoint")
+
+APP_FACTORY = "orders.app:create_app"
+DEFAULT_DB_WAIT_SECONDS = 60.0
+DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 20
+WAIT_INTERVAL_SECONDS = 1.0
+# While waiting, repeat an unchanged reason only this often, so the log stays readable.
+WAIT_LOG_EVERY_SECONDS = 10.0
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+# SQLSTATEs that waiting cannot fix: bad credentials (class 28), no such database.
+_PERMANENT_SQLSTATE_PREFIXES = ("28", "3D000")
+
+Probe = Callable[[], Awaitable[None]]
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line for the log."""
+
+
+class DatabaseUnavailable(StartupError):
+    """The database did not accept connections in time, or refused us for good."""
+
+
+def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A boolean environment variable; anything but a clear yes/no is an error."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise StartupError(f"{name} must be true or false, not {env[name]!r}")
+
+
+def number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
+    """A non-negative number from the environment (a whole one when `integer`)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise StartupError(f"{name} must be {kind} of seconds, not {raw!r}") from None
+    if value < 0:
+        raise StartupError(f"{name} must not be negative, not {raw!r}")
+    return value
+
+
+def server_command(extra: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """The uvicorn command line: the app factory, our fixed choices, then `extra` options.
+
+    Access logging is off because the app logs every request itself (with its request id).
+    `--lifespan on` makes a failing start-up stop the process instead of being ignored.
+    """
+    grace = number(
+        env,
+        "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",
+        DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
+        integer=True,
+    )
+    return [
+        "uvicorn",
+        "--factory",
+        APP_FACTORY,
+        "--lifespan",
+        "on",
+        "--no-access-log",
+        "--timeout-graceful-shutdown",
+        str(int(grace)),
+        *extra,
+    ]
+
+
+def is_server(argv: Sequence[str]) -> bool:
+    """No arguments, or only options (`--workers 2`), mean "run the server"."""
+    return not argv or argv[0].startswith("-")
+
+
+def describe_error(error: BaseException) -> str:
+    """One line saying why a connection failed, without SQLAlchemy's boilerplate."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        return str(error.orig).splitlines()[0]
+    text = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def is_permanent(error: BaseException) -> bool:
+    """Whether the server answered with a refusal that retrying cannot change."""
+    orig = error.orig if isinstance(error, DBAPIError) else error
+    sqlstate = getattr(orig, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith(_PERMANENT_SQLSTATE_PREFIXES)
+
+
+async def wait_for_database(
+    probe: Probe,
+    *,
+    give_up_after: float,
+    where: str,
+    interval: float = WAIT_INTERVAL_SECONDS,
+) -> float:
+    """Call `probe` until it succeeds; return the seconds it took.
+
+    Raises DatabaseUnavailable after `give_up_after` seconds, or at once when the database
+    refuses us for a reason that waiting cannot fix (wrong password, no such database).
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + give_up_after
+    last_reason: str | None = None
+    last_logged = -WAIT_LOG_EVERY_SECONDS
+    while True:
+        try:
+            await probe()
+        except Exception as error:
+            reason = describe_error(error)
+            if is_permanent(error):
+                raise DatabaseUnavailable(f"the database at {where} refused us: {reason}") from None
+            now = loop.time()
+            if now >= deadline:
+                raise DatabaseUnavailable(
+                    f"the database at {where} did not accept connections within "
+                    f"{give_up_after:g} s (last error: {reason})"
+                ) from None
+            if reason != last_reason or now - last_logged >= WAIT_LOG_EVERY_SECONDS:
+                logger.info(
+                    "waiting for the database at %s (%.0f s left): %s",
+                    where,
+                    deadline - now,
+                    reason,
+                )
+                last_reason, last_logged = reason, now
+            await asyncio.sleep(min(interval, max(deadline - now, 0.0)))
+        else:
+            return loop.time() - started
+
+
+def database_probe(settings: DatabaseSettings) -> Probe:
+    """A probe that opens one connection the way the app does and runs `SELECT 1`."""
+
+    async def probe() -> None:
+        engine = make_engine(settings)
+        try:
+            await ping(engine, settings.db_connect_timeout + 1.0)
+        finally:
+            await engine.dispose()
+
+    return probe
+
+
+def database_location(settings: DatabaseSettings) -> str:
+    """host:port/name of the database, for log lines; never the password."""
+    url = settings.sqlalchemy_url
+    return f"{url.host or 'localhost'}:{url.port or 5432}/{url.database or ''}"
+
+
+def migrate(config_file: Path) -> None:
+    """`alembic upgrade head` in this process, with the config in `config_file`."""
+    # Imported here: only the migrating path needs Alembic loaded.
+    from alembic import command
+    from alembic.config import Config
+
+    if not config_file.is_file():
+        raise StartupError(f"no Alembic configuration: {config_file} does not exist")
+    command.upgrade(Config(toml_file=str(config_file)), "head")
+
+
+def _route_alembic_logs() -> None:
+    # Alembic's "Running upgrade ..." lines go through the same handler (text or JSON) as ours.
+    ours = logging.getLogger("orders")
+    alembic_logger = logging.getLogger("alembic")
+    alembic_logger.handlers = list(ours.handlers)
+    alembic_logger.setLevel(logging.INFO)
+    alembic_logger.propagate = False
+
+
+def prepare_server(
+    env: Mapping[str, str],
+    *,
+    probe: Callable[[DatabaseSettings], Probe] | None = None,
+    run_migrations: Callable[[Path], None] | None = None,
+) -> None:
+    """Everything that happens before the server starts: settings, wait, migration.
+
+    The service's settings come from the process environment, as the server reads them;
+    `env` holds this module's own switches. Raises StartupError or ConfigurationError with
+    a one-line reason.
+    """
+    probe = probe or database_probe
+    run_migrations = run_migrations or migrate
+    # Validated here, before any waiting, so a typo fails in a second and not after a minute.
+    settings = Settings.load()
+    configure_logging(settings.log_level, settings.log_format)
+    _route_alembic_logs()
+    if not flag(env, "MIGRATE_ON_START", default=True):
+        logger.info("MIGRATE_ON_START=false: not migrating; starting the server")
+        return
+    patience = number(env, "DB_WAIT_SECONDS", DEFAULT_DB_WAIT_SECONDS)
+    where = database_location(settings)
+    waited = asyncio.run(wait_for_database(probe(settings), give_up_after=patience, where=where))
+    logger.info("the database at %s accepts connections (after %.1f s)", where, waited)
+    config_file = Path(env.get("ALEMBIC_CONFIG", "pyproject.toml"))
+    logger.info("migrating: alembic upgrade head (%s)", config_file)
+    started = time.monotonic()
+    run_migrations(config_file)
+    logger.info("migrations done in %.1f s", time.monotonic() - started)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server (after migrating) or the given command; return only on failure."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if is_server(args):
+        try:
+            command = server_command(args, os.environ)
+            prepare_server(os.environ)
+        except (StartupError, ConfigurationError) as error:
+            print(f"orders: {error}", file=sys.stderr)
+            return 1
+        logger.info("starting: %s", " ".join(command))
+    else:
+        command = args
+    # Flush before the process image is replaced, or buffered lines are lost.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        # Replace this process (no shell, no child): the command gets our PID and our signals.
+        os.execvp(command[0], command)  # noqa: S606
+    except OSError as error:
+        print(f"orders: cannot run {command[0]!r}: {error.strerror}", file=sys.stderr)
+        return 127
+
+
+if __name__ == "__main__":
+    sys.exit(main())

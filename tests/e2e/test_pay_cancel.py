@@ -1,0 +1,424 @@
+"""Pay and cancel through HTTP, with payments and kitchen played by the stand-ins: the happy
+paths, every failure kind, exactly-once charging under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from asgi_lifespan import LifespanManager
+from sqlalchemy.engine import make_url
+
+from orders.app import create_app
+from orders.settings import Settings
+from orders.standins import Behaviour, Ledger, create_standins
+from tests.conftest import TokenFactory
+from tests.support import asyncpg_dsn
+
+LATTE = {"product": "latte", "size": "big", "quantity": 2}
+
+
+async def place(client: httpx.AsyncClient) -> str:
+    response = await client.post("/orders", json={"order": [LATTE]})
+    assert response.status_code == 201
+    order_id: str = response.json()["id"]
+    return order_id
+
+
+async def row(database_url: str, order_id: str) -> dict[str, Any]:
+    """The order's row as stored, claim columns included."""
+    connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
+    try:
+        found = await connection.fetchrow(
+            "SELECT status, payment_id, schedule_id, action, charge_attempt FROM orders"
+            " WHERE id = $1",
+            uuid.UUID(order_id),
+        )
+    finally:
+        await connection.close()
+    assert found is not None
+    return dict(found)
+
+
+def paid_charges(ledger: Ledger, order_id: str) -> int:
+    return sum(1 for charged, status in ledger.charges if charged == order_id and status == "paid")
+
+
+async def test_pay_charges_then_schedules(
+    client: httpx.AsyncClient, ledger: Ledger, clean_database: str
+) -> None:
+    order_id = await place(client)
+
+    response = await client.post(f"/orders/{order_id}/pay")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "progress"
+    assert response.json()["order"] == [LATTE]
+    assert ledger.charges == [(order_id, "paid")]
+    [schedule] = ledger.schedules.values()
+    assert schedule["order"] == [LATTE]
+    stored = await row(clean_database, order_id)
+    assert stored["status"] == "progress"
+    assert stored["schedule_id"] == schedule["id"]
+    assert str(stored["payment_id"]) == ledger.payments[f"{order_id}:0"]["payment_id"]
+    assert stored["action"] is None
+
+
+async def test_a_refused_payment_is_402_and_changes_nothing(
+    client: httpx.AsyncClient, behaviour: Behaviour, ledger: Ledger, clean_database: str
+) -> None:
+    order_id = await place(client)
+    behaviour.payment_status = "invalid"
+
+    response = await client.post(f"/orders/{order_id}/pay")
+
+    assert response.status_code == 402
+    assert "refused" in response.json()["detail"]
+    assert ledger.schedules == {}
+    stored = await row(clean_database, order_id)
+    assert (stored["status"], stored["action"], stored["payment_id"]) == ("created", None, None)
+
+
+async def test_after_a_refusal_a_new_attempt_can_succeed(
+    client: httpx.AsyncClient, behaviour: Behaviour, ledger: Ledger
+) -> None:
+    order_id = await place(client)
+    behaviour.payment_status = "invalid"
+    assert (await client.post(f"/orders/{order_id}/pay")).status_code == 402
+
+    behaviour.payment_status = "paid"
+    response = await client.post(f"/orders/{order_id}/pay")
+
+    assert response.status_code == 200
+    assert ledger.charges == [(order_id, "invalid"), (order_id, "paid")]
+
+
+@pytest.mark.parametrize(
+    ("setup", "status"),
+    [
+        (lambda b: setattr(b, "payments_fail_with", 500), 502),
+        (lambda b: setattr(b, "payments_fail_with", 404), 502),
+        (lambda b: setattr(b, "payment_status", "pending"), 502),
+    ],
+    ids=["5xx", "4xx", "pending"],
+)
+async def test_payment_failures_leave_the_order_unchanged(
+    client: httpx.AsyncClient,
+    behaviour: Behaviour,
+    ledger: Ledger,
+    clean_database: str,
+    setup: Callable[[Behaviour], None],
+    status: int,
+) -> None:
+    order_id = await place(client)
+    setup(behaviour)
+
+    response = await client.post(f"/orders/{order_id}/pay")
+
+    assert response.status_code == status
+    assert "payments" in response.json()["detail"]
+    assert ledger.schedules == {}
+    stored = await row(clean_database, order_id)
+    assert (stored["status"], stored["action"], stored["charge_attempt"]) == ("created", None, 0)
+
+
+async def test_kitchen_failure_after_the_charge_leaves_it_paid_and_a_retry_does_not_charge(
+    client: httpx.AsyncClient, behaviour: Behaviour, ledger: Ledger, clean_database: str
+) -> None:
+    order_id = await place(client)
+    behaviour.kitchen_fail_with = 503
+
+    failed = await client.post(f"/orders/{order_id}/pay")
+
+    assert failed.status_code == 502
+    assert "kitchen" in failed.json()["detail"]
+    assert (await row(clean_database, order_id))["status"] == "paid"
+    assert (await client.get(f"/orders/{order_id}")).json()["status"] == "paid"
+
+    behaviour.kitchen_fail_with = None
+    retried = await client.post(f"/orders/{order_id}/pay")
+
+    assert retried.status_code == 200
+    assert retried.json()["status"] == "progress"
+    assert ledger.charges == [(order_id, "paid")]
+    assert len(ledger.schedules) == 1
+
+
+@pytest.mark.parametrize("status", ["progress", "cancelled", "dispatched", "delivered"])
+async def test_pay_is_409_outside_created_and_paid(
+    client: httpx.AsyncClient, ledger: Ledger, clean_database: str, status: str
+) -> None:
+    order_id = await place(client)
+    await set_status(clean_database, order_id, status)
+
+    response = await client.post(f"/orders/{order_id}/pay")
+
+    assert response.status_code == 409
+    assert ledger.charges == []
+
+
+async def set_status(database_url: str, order_id: str, status: str) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
+    try:
+        await connection.execute(
+            "UPDATE orders SET status = $1 WHERE id = $2", status, uuid.UUID(order_id)
+        )
+    finally:
+        await connection.close()
+
+
+async def test_twenty_concurrent_pays_charge_once(
+    client: httpx.AsyncClient, behaviour: Behaviour, ledger: Ledger
+) -> None:
+    order_id = await place(client)
+    behaviour.delay_seconds = 0.05
+
+    responses = await asyncio.gather(*(client.post(f"/orders/{order_id}/pay") for _ in range(20)))
+
+    codes = sorted(response.status_code for response in responses)
+    assert codes == [200] + [409] * 19
+    assert len(ledger.charges) == 1
+    assert len(ledger.schedules) == 1
+
+
+@pytest.mark.parametrize("status", ["created", "paid"])
+async def test_cancel_before_the_kitchen_needs_no_kitchen(
+    client: httpx.AsyncClient, ledger: Ledger, clean_database: str, status: str
+) -> None:
+    order_id = await place(client)
+    await set_status(clean_database, order_id, status)
+
+    response = await client.post(f"/orders/{order_id}/cancel")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert ledger.cancels == []
+
+
+async def test_cancel_in_progress_cancels_the_kitchen_schedule_first(
+    client: httpx.AsyncClient, ledger: Ledger, clean_database: str
+) -> None:
+    order_id = await place(client)
+    await client.post(f"/orders/{order_id}/pay")
+    schedule_id = (await row(clean_database, order_id))["schedule_id"]
+
+    response = await client.post(f"/orders/{order_id}/cancel")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert ledger.cancels == [schedule_id]
+    assert ledger.schedules[schedule_id]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(("fail_with", "expected"), [(409, 502), (500, 502)])
+async def test_when_the_kitchen_refuses_to_cancel_the_order_stays_in_progress(
+    client: httpx.AsyncClient,
+    behaviour: Behaviour,
+    clean_database: str,
+    fail_with: int,
+    expected: int,
+) -> None:
+    order_id = await place(client)
+    await client.post(f"/orders/{order_id}/pay")
+    behaviour.cancel_fail_with = fail_with
+
+    response = await client.post(f"/orders/{order_id}/cancel")
+
+    assert response.status_code == expected
+    assert "kitchen" in response.json()["detail"]
+    stored = await row(clean_database, order_id)
+    assert (stored["status"], stored["action"]) == ("progress", None)
+
+
+@pytest.mark.parametrize("status", ["cancelled", "dispatched", "delivered"])
+async def test_cancel_is_409_in_final_states(
+    client: httpx.AsyncClient, clean_database: str, status: str
+) -> None:
+    order_id = await place(client)
+    await set_status(clean_database, order_id, status)
+
+    response = await client.post(f"/orders/{order_id}/cancel")
+
+    assert response.status_code == 409
+
+
+async def test_a_paid_order_cannot_be_deleted_but_a_cancelled_one_can(
+    client: httpx.AsyncClient,
+) -> None:
+    order_id = await place(client)
+    await client.post(f"/orders/{order_id}/pay")
+
+    assert (await client.delete(f"/orders/{order_id}")).status_code == 409
+    assert (await client.post(f"/orders/{order_id}/cancel")).status_code == 200
+    assert (await client.delete(f"/orders/{order_id}")).status_code == 204
+
+
+# Transport-level failures: the network itself misbehaves.
+
+
+class Faulty(httpx.AsyncBaseTransport):
+    """Payments and kitchen as stand-ins, except that chosen paths raise a transport error."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.failures: dict[str, Exception] = {}
+        self.calls: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls.append(request.url.path)
+        for suffix, error in self.failures.items():
+            if request.url.path.endswith(suffix):
+                raise error
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.fixture
+async def faulty_client(
+    settings: Settings, behaviour: Behaviour, ledger: Ledger, token_for: TokenFactory
+) -> AsyncIterator[tuple[httpx.AsyncClient, Faulty]]:
+    faulty = Faulty(httpx.ASGITransport(app=create_standins(behaviour, ledger)))
+    async with (
+        LifespanManager(create_app(settings, transport=faulty)) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://orders.test",
+            headers={"Authorization": f"Bearer {token_for('alice')}"},
+        ) as client,
+    ):
+        yield client, faulty
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (httpx.ReadTimeout("slow"), 504),
+        (httpx.ConnectTimeout("slow"), 504),
+        (httpx.ConnectError("refused"), 503),
+        (httpx.RemoteProtocolError("garbled"), 503),
+    ],
+    ids=["read-timeout", "connect-timeout", "refused", "protocol"],
+)
+@pytest.mark.parametrize("who", ["/payments", "/kitchen/schedules"])
+async def test_transport_failures_map_to_502_503_504(
+    faulty_client: tuple[httpx.AsyncClient, Faulty],
+    clean_database: str,
+    error: Exception,
+    status: int,
+    who: str,
+) -> None:
+    client, faulty = faulty_client
+    order_id = await place(client)
+    faulty.failures[who] = error
+
+    response = await client.post(f"/orders/{order_id}/pay")
+
+    assert response.status_code == status
+    assert set(response.json()) == {"detail"}
+    if status == 503:
+        assert response.headers["retry-after"]
+    stored = await row(clean_database, order_id)
+    assert stored["status"] == ("created" if who == "/payments" else "paid")
+    assert stored["action"] is None
+
+
+async def test_cancel_retries_a_lost_kitchen_answer(
+    faulty_client: tuple[httpx.AsyncClient, Faulty], ledger: Ledger
+) -> None:
+    client, faulty = faulty_client
+    order_id = await place(client)
+    await client.post(f"/orders/{order_id}/pay")
+    faulty.failures["/cancel"] = httpx.ReadTimeout("lost")
+
+    failed = await client.post(f"/orders/{order_id}/cancel")
+
+    assert failed.status_code == 504
+    assert sum(path.endswith("/cancel") for path in faulty.calls) == 3
+    faulty.failures.clear()
+    assert (await client.post(f"/orders/{order_id}/cancel")).status_code == 200
+
+
+# Real sockets: a slow stand-in server and a port where nothing listens.
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+async def slow_standins(behaviour: Behaviour, ledger: Ledger) -> AsyncIterator[str]:
+    """The stand-ins served by a real uvicorn on a real port, in this event loop."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_standins(behaviour, ledger), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers a flag, not an event)
+        await asyncio.sleep(0.01)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+    sock.close()
+
+
+async def test_a_real_read_timeout_is_504(
+    settings: Settings,
+    slow_standins: str,
+    behaviour: Behaviour,
+    token_for: TokenFactory,
+    clean_database: str,
+) -> None:
+    behaviour.delay_seconds = 1.0
+    real = settings.model_copy(
+        update={
+            "payments_url": slow_standins,
+            "kitchen_url": slow_standins,
+            "http_read_timeout": 0.2,
+        }
+    )
+    async with (
+        LifespanManager(create_app(real)) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://orders.test",
+            headers={"Authorization": f"Bearer {token_for('alice')}"},
+        ) as client,
+    ):
+        order_id = await place(client)
+        response = await client.post(f"/orders/{order_id}/pay")
+
+    assert response.status_code == 504
+    assert (await row(clean_database, order_id))["status"] == "created"
+
+
+async def test_a_refused_connection_is_503(
+    settings: Settings, token_for: TokenFactory, clean_database: str
+) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    real = settings.model_copy(
+        update={"payments_url": nowhere, "kitchen_url": nowhere, "http_connect_retries": 1}
+    )
+    async with (
+        LifespanManager(create_app(real)) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://orders.test",
+            headers={"Authorization": f"Bearer {token_for('alice')}"},
+        ) as client,
+    ):
+        order_id = await place(client)
+        response = await client.post(f"/orders/{order_id}/pay")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert (await row(clean_database, order_id))["status"] == "created"
