@@ -215,6 +215,8 @@ def _route_alembic_logs() -> None:
     alembic_logger.handlers = list(ours.handlers)
     alembic_logger.setLevel(logging.INFO)
     alembic_logger.propagate = False
+    # Its plugin set-up lines say nothing about this database.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def prepare_server(
