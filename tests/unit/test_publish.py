@@ -503,6 +503,20 @@ def test_not_logged_in_is_a_clear_error(world: World, registry: str, answer: str
     assert [c.args[0] for c in world.calls("podman")] == ["info"]
 
 
+def test_force_pushes_when_the_lookup_is_denied(world: World, registry: str) -> None:
+    # What GHCR answers for a package that does not exist yet.
+    world.answer("skopeo", ["inspect"], rc=1, stderr="denied: permission_denied: read_package\n")
+
+    refused = world.run("--registry", registry, "--insecure")
+    forced = world.run("--registry", registry, "--insecure", "--force")
+
+    assert refused.returncode == 1
+    assert "publish it once with --force" in refused.stderr
+    assert forced.returncode == 0, forced.stderr
+    assert "pushing anyway" in forced.stderr
+    assert [c.args[0] for c in world.calls("podman")] == ["info", "info", "build", "push", "push"]
+
+
 def test_a_push_refused_for_credentials_is_a_clear_error(world: World, registry: str) -> None:
     world.answer("podman", ["push"], rc=125, stderr="Error: unauthorized: access to the resource\n")
 
