@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from alembic import context
 from orders.adapters.orm import Base
 from orders.settings import ConfigurationError, DatabaseSettings
 

@@ -8,7 +8,6 @@ Create Date: 2026-11-27
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-
 from alembic import op
 
 revision: str = "0001"
@@ -61,9 +60,7 @@ def upgrade() -> None:
         sa.Column("quantity", sa.Integer(), server_default=sa.text("1"), nullable=False),
         sa.CheckConstraint("product <> ''", name=op.f("ck_order_items_product")),
         sa.CheckConstraint("size IN ('small', 'medium', 'big')", name=op.f("ck_order_items_size")),
-        sa.CheckConstraint(
-            "quantity BETWEEN 1 AND 1000000", name=op.f("ck_order_items_quantity")
-        ),
+        sa.CheckConstraint("quantity BETWEEN 1 AND 1000000", name=op.f("ck_order_items_quantity")),
         sa.CheckConstraint("position >= 0", name=op.f("ck_order_items_position")),
         sa.ForeignKeyConstraint(
             ["order_id"],
