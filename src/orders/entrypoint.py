@@ -30,12 +30,12 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError
-
-from orders.adapters.database import make_engine, ping
-from orders.logs import configure_logging
-from orders.settings import ConfigurationError, DatabaseSettings, Settings
+# Only the server path needs pydantic, SQLAlchemy and Alembic: they are imported where used,
+# so that a one-off command (`IMAGE alembic current`, the stand-ins) starts without that cost.
+if TYPE_CHECKING:
+    from orders.settings import DatabaseSettings
 
 logger = logging.getLogger("orders.entrypoint")
 
@@ -122,15 +122,16 @@ def is_server(argv: Sequence[str]) -> bool:
 
 def describe_error(error: BaseException) -> str:
     """One line saying why a connection failed, without SQLAlchemy's boilerplate."""
-    if isinstance(error, DBAPIError) and error.orig is not None:
-        return str(error.orig).splitlines()[0]
+    orig = getattr(error, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
+    if orig is not None:
+        return str(orig).splitlines()[0]
     text = str(error).splitlines()[0] if str(error) else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def is_permanent(error: BaseException) -> bool:
     """Whether the server answered with a refusal that retrying cannot change."""
-    orig = error.orig if isinstance(error, DBAPIError) else error
+    orig = getattr(error, "orig", None) or error
     sqlstate = getattr(orig, "sqlstate", None)
     return isinstance(sqlstate, str) and sqlstate.startswith(_PERMANENT_SQLSTATE_PREFIXES)
 
@@ -181,6 +182,8 @@ async def wait_for_database(
 def database_probe(settings: DatabaseSettings) -> Probe:
     """A probe that opens one connection the way the app does and runs `SELECT 1`."""
 
+    from orders.adapters.database import make_engine, ping
+
     async def probe() -> None:
         engine = make_engine(settings)
         try:
@@ -199,7 +202,6 @@ def database_location(settings: DatabaseSettings) -> str:
 
 def migrate(config_file: Path) -> None:
     """`alembic upgrade head` in this process, with the config in `config_file`."""
-    # Imported here: only the migrating path needs Alembic loaded.
     from alembic import command
     from alembic.config import Config
 
@@ -231,6 +233,9 @@ def prepare_server(
     `env` holds this module's own switches. Raises StartupError or ConfigurationError with
     a one-line reason.
     """
+    from orders.logs import configure_logging
+    from orders.settings import Settings
+
     probe = probe or database_probe
     run_migrations = run_migrations or migrate
     # Validated here, before any waiting, so a typo fails in a second and not after a minute.
@@ -255,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the server (after migrating) or the given command; return only on failure."""
     args = list(sys.argv[1:] if argv is None else argv)
     if is_server(args):
+        from orders.settings import ConfigurationError
+
         try:
             command = server_command(args, os.environ)
             prepare_server(os.environ)

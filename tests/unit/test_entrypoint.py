@@ -10,6 +10,8 @@ import asyncio
 import logging
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,6 +282,18 @@ def test_a_database_that_never_answers_stops_start_up(
 
     assert migrations == []
     assert "did not accept connections within 0.2 s" in capsys.readouterr().err
+
+
+def test_one_off_commands_do_not_pay_for_the_server_imports() -> None:
+    # `IMAGE alembic current` or the stand-ins start without SQLAlchemy or pydantic loaded.
+    probe = (
+        "import sys, orders.entrypoint; "
+        "print(sorted({'sqlalchemy', 'pydantic', 'alembic'} & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
 
 
 def test_a_command_that_does_not_exist_exits_127(capsys: pytest.CaptureFixture[str]) -> None:
