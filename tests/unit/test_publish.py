@@ -208,11 +208,12 @@ def world(tmp_path: Path) -> World:
     w.answer("git", ["status", "--porcelain"], stdout="")
     w.answer("podman", ["info"], stdout="host: ...\n")
     w.answer("podman", ["build"], stdout="COMMIT\n")
-    w.answer("podman", ["image", "inspect"], stdout="sha256:" + "cd" * 32 + "\n")
+    w.answer("podman", ["image", "inspect"], stdout='{"org.opencontainers.image.version": "0.9"}\n')
     w.answer(
         "podman", ["push"], stderr="Writing manifest to image destination\n", digestfile=DIGEST
     )
     w.answer("podman", ["login"], stdout="Login Succeeded!\n")
+    w.answer("podman", ["tag"])
     w.answer(
         "skopeo",
         ["inspect"],
@@ -225,6 +226,7 @@ def world(tmp_path: Path) -> World:
     w.answer("docker", ["push"], stdout=f"{VERSION}: digest: {DIGEST} size: 1573\n")
     w.answer("docker", ["manifest", "inspect"], rc=1, stderr="no such manifest: x/y:1\n")
     w.answer("docker", ["login"], stdout="Login Succeeded\n")
+    w.answer("docker", ["tag"])
     w.answer("aws", ["configure", "get", "region"], rc=1)
     w.answer("aws", ["sts", "get-caller-identity"], stdout=json.dumps({"Account": ACCOUNT}))
     w.answer(
@@ -571,13 +573,41 @@ def test_an_image_already_built_is_relabelled_not_rebuilt(world: World, registry
 
     assert done.returncode == 0, done.stderr
     argvs = world.argvs("podman")
-    assert argvs[1] == ["image", "inspect", "--format", "{{.Id}}", "localhost/orders:smoke"]
+    assert argvs[1] == [
+        "image", "inspect", "--format", "{{json .Config.Labels}}", "localhost/orders:smoke"
+    ]  # fmt: skip
+    assert world.calls("skopeo")  # looked up after the local image was found
     build = argvs[2]
     assert build[:5] == ["build", "--format", "docker", "--file", "<tmp>"]
     assert build[-1] == "<tmp>"
     assert tags_of(build) == [f"{registry}/orders:{COMMIT_TAG}", f"{registry}/orders:{VERSION}"]
     assert labels_of(build)["org.opencontainers.image.version"] == VERSION
     assert world.calls("podman")[2].file == "FROM localhost/orders:smoke\n"
+
+
+def test_an_image_with_this_versions_labels_is_only_tagged(world: World, registry: str) -> None:
+    # E.g. the image just published to another registry: tagging keeps its digest.
+    carried = {
+        "org.opencontainers.image.title": "orders",
+        "org.opencontainers.image.description": "Orders for coffee.",
+        "org.opencontainers.image.version": VERSION,
+        "org.opencontainers.image.revision": COMMIT,
+        "org.opencontainers.image.created": "2025-12-31T23:00:00Z",
+        "org.opencontainers.image.source": "https://example.test/coffeemesh/orders",
+        "org.opencontainers.image.licenses": "MIT",
+    }
+    world.answer("podman", ["image", "inspect"], stdout=json.dumps(carried))
+    image = f"ghcr.io/coffeemesh/orders:{VERSION}"
+
+    done = world.run("--registry", registry, "--insecure", "--image", image)
+
+    assert done.returncode == 0, done.stderr
+    name = f"{registry}/orders"
+    assert world.argvs("podman")[2:4] == [
+        ["tag", image, f"{name}:{COMMIT_TAG}"],
+        ["tag", image, f"{name}:{VERSION}"],
+    ]
+    assert all(c.args[0] != "build" for c in world.calls("podman"))
 
 
 def test_an_image_that_is_not_there_is_a_clear_error(world: World, registry: str) -> None:
@@ -587,6 +617,7 @@ def test_an_image_that_is_not_there_is_a_clear_error(world: World, registry: str
 
     assert done.returncode == 2
     assert "image localhost/nope:1 is not in podman's local store" in done.stderr
+    assert world.calls("skopeo") == []
 
 
 @pytest.mark.parametrize(
