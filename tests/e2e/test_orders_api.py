@@ -259,14 +259,17 @@ async def test_json_with_charset_is_accepted(client: httpx.AsyncClient) -> None:
 @pytest.mark.parametrize("order_id", ["not-a-uuid", "123", "0" * 33])
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 async def test_malformed_order_id_is_422(
-    client: httpx.AsyncClient, order_id: str, method: str
+    client: httpx.AsyncClient, clean_database: str, order_id: str, method: str
 ) -> None:
+    await place(client)
+    before = await snapshot(clean_database)
     body = {"order": [LATTE]} if method == "PUT" else None
 
     response = await client.request(method, f"/orders/{order_id}", json=body)
 
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["path", "order_id"]
+    assert await snapshot(clean_database) == before
 
 
 @pytest.mark.parametrize(
