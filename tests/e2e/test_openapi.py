@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -228,3 +229,31 @@ async def test_the_docs_page_loads_everything_from_this_service(
         assert len(asset.content) > 10_000, reference
     spec = await anonymous.get(OPENAPI_PATH)
     assert spec.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PATCH", "/orders", {"GET", "HEAD", "POST"}),
+        ("OPTIONS", "/orders/{id}", {"GET", "HEAD", "PUT", "DELETE"}),
+        ("GET", "/orders/{id}/pay", {"POST"}),
+        ("TRACE", "/health/live", {"GET", "HEAD"}),
+        ("POST", "/health/ready", {"GET", "HEAD"}),
+        ("DELETE", OPENAPI_PATH, {"GET", "HEAD"}),
+    ],
+)
+async def test_an_undocumented_method_is_405_with_every_allowed_method(
+    client: httpx.AsyncClient, method: str, path: str, allowed: set[str]
+) -> None:
+    response = await client.request(method, path.format(id=uuid.uuid4()))
+
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+    assert response.json() == {"detail": "Method Not Allowed"}
+
+
+async def test_an_unknown_path_is_a_json_404(anonymous: httpx.AsyncClient) -> None:
+    response = await anonymous.get("/nothing/here")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
@@ -12,18 +16,48 @@ from orders.web import endpoints
 from orders.web.auth import BearerTokenBackend, unauthorized
 from orders.web.openapi import DOCS_ASSETS_PATH, DOCS_PATH, OPENAPI_PATH, docs, openapi_endpoint
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _by_method(**by_method: Endpoint) -> Endpoint:
+    """One endpoint per path, so that a 405 lists every method the path serves in `Allow`."""
+
+    async def endpoint(request: Request) -> Response:
+        # Starlette serves HEAD wherever GET is served.
+        method = "GET" if request.method == "HEAD" else request.method
+        return await by_method[method](request)
+
+    return endpoint
+
+
+def _authenticated(path: str, name: str, **by_method: Endpoint) -> Route:
+    """A route that needs a verified bearer token. Authentication wraps each route rather than
+    a catch-all mount, so unknown paths stay 404 and wrong methods 405 everywhere."""
+    return Route(
+        path,
+        _by_method(**by_method),
+        methods=list(by_method),
+        name=name,
+        middleware=[
+            Middleware(
+                AuthenticationMiddleware, backend=BearerTokenBackend(), on_error=unauthorized
+            )
+        ],
+    )
+
 
 def order_routes() -> list[BaseRoute]:
     return [
-        Route("/orders", endpoints.list_orders, methods=["GET"], name="orders"),
-        Route("/orders", endpoints.place_order, methods=["POST"], name="place_order"),
-        Route("/orders/{order_id}", endpoints.get_order, methods=["GET"], name="order"),
-        Route("/orders/{order_id}", endpoints.update_order, methods=["PUT"], name="update_order"),
-        Route(
-            "/orders/{order_id}", endpoints.delete_order, methods=["DELETE"], name="delete_order"
+        _authenticated("/orders", "orders", GET=endpoints.list_orders, POST=endpoints.place_order),
+        _authenticated(
+            "/orders/{order_id}",
+            "order",
+            GET=endpoints.get_order,
+            PUT=endpoints.update_order,
+            DELETE=endpoints.delete_order,
         ),
-        Route("/orders/{order_id}/pay", endpoints.pay_order, methods=["POST"], name="pay"),
-        Route("/orders/{order_id}/cancel", endpoints.cancel_order, methods=["POST"], name="cancel"),
+        _authenticated("/orders/{order_id}/pay", "pay", POST=endpoints.pay_order),
+        _authenticated("/orders/{order_id}/cancel", "cancel", POST=endpoints.cancel_order),
     ]
 
 
@@ -34,14 +68,5 @@ def routes(openapi_document: bytes) -> list[BaseRoute]:
         Route(OPENAPI_PATH, openapi_endpoint(openapi_document), methods=["GET"], name="openapi"),
         Route(DOCS_PATH, docs, methods=["GET"], name="docs"),
         Mount(DOCS_ASSETS_PATH, StaticFiles(directory=str(swagger_ui_path)), name="docs_assets"),
-        # Everything else needs a verified bearer token.
-        Mount(
-            "",
-            routes=order_routes(),
-            middleware=[
-                Middleware(
-                    AuthenticationMiddleware, backend=BearerTokenBackend(), on_error=unauthorized
-                )
-            ],
-        ),
+        *order_routes(),
     ]
