@@ -29,7 +29,10 @@ class OrderItemSchema(BaseModel):
         json_schema_serialization_defaults_required=True,
     )
 
-    product: str = Field(min_length=1, description="What to make, e.g. `cappuccino`.")
+    # PostgreSQL text cannot hold NUL: refuse it here (422) rather than fail in the database.
+    product: str = Field(
+        min_length=1, pattern=r"^[^\x00]*$", description="What to make, e.g. `cappuccino`."
+    )
     size: Size
     quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
 
