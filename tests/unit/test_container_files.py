@@ -333,9 +333,14 @@ def test_every_image_name_is_fully_qualified(services: dict[str, Any]) -> None:
     assert services["db"]["image"] == "docker.io/library/postgres:17"
 
 
-def test_the_services_built_here_build_the_containerfile(services: dict[str, Any]) -> None:
-    for name in ("api", "keys", "standins"):
-        assert services[name]["build"] == {"context": ".", "dockerfile": "Containerfile"}, name
+def test_the_api_builds_the_containerfile_and_the_helpers_reuse_its_image(
+    services: dict[str, Any],
+) -> None:
+    assert services["api"]["build"] == {"context": ".", "dockerfile": "Containerfile"}
+    for name in ("keys", "standins"):
+        assert "build" not in services[name], f"{name} would build the same image again"
+        assert services[name]["image"] == services["api"]["image"], name
+        assert services[name]["pull_policy"] == "never", f"{name}: the image is only built here"
 
 
 def test_the_api_waits_for_a_healthy_database_and_the_keys(services: dict[str, Any]) -> None:
