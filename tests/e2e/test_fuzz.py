@@ -1,0 +1,107 @@
+"""Schemathesis over every operation of the served document, against the real app: a real
+database, real tokens, the stand-in collaborators. Its default checks (server errors,
+status codes, content types, headers, response schemas, negative and positive data,
+authentication, allowed methods) must all pass.
+
+    SCHEMATHESIS_MAX_EXAMPLES=1000 .venv/bin/pytest tests/e2e/test_fuzz.py
+
+runs a deeper pass; the default keeps the suite quick. Generation is derandomized, so a run
+with the same settings repeats exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.python.asgi import get_client, shutdown_lifespans
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orders.app import create_app
+from orders.settings import Settings
+from orders.web.openapi import OPENAPI_PATH, build_openapi
+from orders.web.schemas import create_order_schema
+from tests.conftest import TokenFactory
+
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
+
+
+class Target:
+    """The ASGI app schemathesis calls, and the token it sends. Operations are collected, and
+    bound to an app, before any database or key exists, so each test fills these in."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+        self.token = ""
+        self.requests = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.app is None:
+            raise RuntimeError("no app: request the served_app fixture")
+        if scope["type"] == "http":
+            self.requests += 1
+        await self.app(scope, receive, send)
+
+
+target = Target()
+# The document a default deployment serves; served_app checks the app serves exactly this.
+DOCUMENT = json.loads(
+    json.dumps(
+        build_openapi(create_order_schema(Settings.model_fields["max_items_per_order"].default))
+    )
+)
+schema = schemathesis.openapi.from_dict(DOCUMENT)
+schema.app = target
+
+
+@schema.auth(refresh_interval=None)
+class BearerToken:
+    """A real token, applied the way schemathesis knows of, so its negative cases can drop it."""
+
+    def get(self, case: schemathesis.Case, ctx: schemathesis.AuthContext) -> str:
+        return target.token
+
+    def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
+        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+
+
+@pytest.fixture
+def served_app(
+    settings: Settings, collaborators: httpx.AsyncBaseTransport, token_for: TokenFactory
+) -> Iterator[None]:
+    """The app, which schemathesis runs in its own event loop thread, lifespan included: the
+    engine is made in that loop and never shared with the test's."""
+    target.app = create_app(settings, transport=collaborators)
+    target.token = token_for("fuzzer")
+    try:
+        with get_client(target) as client:
+            assert client.get(OPENAPI_PATH).json() == DOCUMENT
+        target.requests = 0
+        yield
+        assert target.requests > 0, "schemathesis sent nothing"
+    finally:
+        shutdown_lifespans()
+        target.app = None
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    # One app (and database) per operation, shared by its examples, as a real server would be.
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
+)
+@pytest.mark.usefixtures("served_app")
+def test_every_operation_conforms_to_the_document(case: schemathesis.Case) -> None:
+    case.call_and_validate()
