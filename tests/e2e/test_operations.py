@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
@@ -133,6 +134,73 @@ async def test_a_database_that_never_answers_is_503_within_the_timeouts(
     # connect timeout: never after the client has given up on us.
     assert ready_seconds < 2.5
     assert 0.4 < orders_seconds < 1.5
+
+
+async def admin(database_url: str, *statements: str) -> None:
+    """Run statements on the server of `database_url`, from its maintenance database."""
+    connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url).set(database="postgres")))
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize(
+    "problem",
+    ["no such database", "no such role", "too many connections for the role"],
+)
+async def test_a_server_that_refuses_the_connection_is_503(
+    settings: Settings,
+    collaborators: httpx.AsyncBaseTransport,
+    token_for: TokenFactory,
+    problem: str,
+) -> None:
+    url = make_url(settings.database_url.get_secret_value())
+    role = f"orders_refused_{uuid.uuid4().hex[:8]}"
+    if problem == "no such database":
+        url = url.set(database=f"{url.database}_missing")
+    elif problem == "no such role":
+        url = url.set(username=role, password=None)
+    else:
+        await admin(
+            str(url.render_as_string(False)), f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'
+        )
+        url = url.set(username=role, password=None)
+    try:
+        refused = with_database(settings, url.render_as_string(False))
+        async with serve(refused, collaborators, token_for("alice")) as client:
+            ready = await client.get("/health/ready")
+            orders = await client.get("/orders")
+            placed = await client.post("/orders", json={"order": [LATTE]})
+    finally:
+        if problem == "too many connections for the role":
+            await admin(settings.database_url.get_secret_value(), f'DROP ROLE "{role}"')
+
+    for response in (ready, orders, placed):
+        assert_unavailable(response)
+
+
+async def test_writes_to_a_read_only_server_are_503_and_reads_still_work(
+    settings: Settings, collaborators: httpx.AsyncBaseTransport, token_for: TokenFactory
+) -> None:
+    # What a client meets while a failover leaves it connected to a standby.
+    url = settings.database_url.get_secret_value()
+    database = make_url(url).database
+    async with serve(settings, collaborators, token_for("alice")) as client:
+        placed = await client.post("/orders", json={"order": [LATTE]})
+    await admin(url, f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+    try:
+        async with serve(settings, collaborators, token_for("alice")) as client:
+            refused = await client.post("/orders", json={"order": [LATTE]})
+            listed = await client.get("/orders")
+            ready = await client.get("/health/ready")
+    finally:
+        await admin(url, f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+
+    assert_unavailable(refused)
+    assert [order["id"] for order in listed.json()["orders"]] == [placed.json()["id"]]
+    assert ready.status_code == 200
 
 
 # Limits.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -32,12 +33,33 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
     )
 
 
+# SQLSTATE classes that mean "the server cannot be used now", whatever the request:
+# 08 connection exception, 28 credentials refused, 3D no such database, 53 insufficient
+# resources (too many connections, disk full), 57 operator intervention (shutting down,
+# starting up, terminated). 25006 is a write that reached a read-only server: a failover.
+_UNAVAILABLE_CLASSES: Final = frozenset({"08", "28", "3D", "53", "57"})
+_UNAVAILABLE_STATES: Final = frozenset({"25006"})
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    # asyncpg's errors carry it; SQLAlchemy's wrap the driver's error in `orig`.
+    for candidate in (error, getattr(error, "orig", None)):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
 def is_unavailable(error: BaseException) -> bool:
-    """Whether `error` means the database could not be reached or did not answer in time.
+    """Whether `error` means the database could not be reached, refused to serve, or did not
+    answer in time.
 
     Such errors become 503 for the client; anything else is a bug and stays a 500.
     """
     if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    state = _sqlstate(error)
+    if state is not None and (state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES):
         return True
     return isinstance(
         error, OperationalError | InterfaceError | PoolTimeout | OSError | TimeoutError
