@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Any, Final
 
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -81,3 +81,24 @@ async def outages_as_unavailable() -> AsyncIterator[None]:
         if is_unavailable(error):
             raise StorageUnavailable("the database is unavailable") from error
         raise
+
+
+@asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """The asyncpg connection of a pooled connection, for statements compiled ahead of time.
+
+    SQLAlchemy's execution layer (a greenlet hop, an execution context, result wrapping)
+    costs more than a short query itself; a statement that needs no bind or result processing
+    loses nothing by going to the driver. Outside a transaction asyncpg runs it in autocommit,
+    with no BEGIN/ROLLBACK. A connection the driver finds closed is invalidated, as SQLAlchemy
+    would do, so that the pool never hands it out again.
+    """
+    async with outages_as_unavailable(), engine.connect() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        try:
+            yield driver
+        except Exception as error:
+            if driver.is_closed():
+                await connection.invalidate(error)
+                raise StorageUnavailable("the database is unavailable") from error
+            raise

@@ -24,10 +24,11 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from orders.adapters.database import outages_as_unavailable
+from orders.adapters.database import driver_connection, outages_as_unavailable
 from orders.adapters.orm import order_items_table as items_t
 from orders.adapters.orm import orders_table as orders_t
 from orders.domain import Action, Order, OrderItem, OrderStatus, Size
@@ -259,23 +260,68 @@ class SqlOrderRepository:
         )
 
 
+class _Compiled:
+    """A statement compiled once for a dialect: its SQL and its parameters in order, the
+    values fixed in the statement (e.g. a status compared with) filled in."""
+
+    def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self._names = tuple(compiled.positiontup or ())
+        self._fixed: dict[str, Any] = {}
+        for name in self._names:
+            bind = compiled.binds[name]
+            if bind.expanding or bind.type.dialect_impl(dialect).bind_processor(dialect):
+                raise TypeError(f"parameter {name!r} needs SQLAlchemy's parameter processing")
+            if not bind.required:
+                self._fixed[name] = bind.effective_value
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        values = {**self._fixed, **params}
+        return [values[name] for name in self._names]
+
+
+def _observed(engine: AsyncEngine) -> bool:
+    """Whether anything listens to the engine's cursor events (query counters, tracing)."""
+    dispatch = engine.sync_engine.dispatch
+    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
+
+
 class SqlOrderViews:
-    """Read-only queries in autocommit mode: one statement, no BEGIN/ROLLBACK round trips."""
+    """Read-only queries: one statement each, in autocommit (no BEGIN/ROLLBACK round trips).
+
+    Each statement is compiled once and sent straight to the driver (see `driver_connection`):
+    SQLAlchemy's execution layer costs about as much again as the query itself. When
+    something listens to SQLAlchemy's cursor events, the statements go through SQLAlchemy
+    instead, so that listeners see every statement.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._one = _Compiled(_ONE, engine.dialect)
+        self._pages: dict[tuple[bool | None, bool], _Compiled] = {}
 
     async def get(self, order_id: UUID, owner: str) -> Order | None:
-        async with outages_as_unavailable(), self._engine.connect() as connection:
-            result = await connection.execute(_ONE, {"order_id": order_id, "owner": owner})
-            orders = _to_orders(result)
+        orders = _to_orders(await self._fetch(self._one, {"order_id": order_id, "owner": owner}))
         return orders[0] if orders else None
 
     async def list(
         self, owner: str, *, cancelled: bool | None = None, limit: int | None = None
     ) -> list[Order]:
-        async with outages_as_unavailable(), self._engine.connect() as connection:
-            result = await connection.execute(
-                _page(cancelled, limit is not None), {"owner": owner, "limit": limit}
-            )
-            return _to_orders(result)
+        variant = (cancelled, limit is not None)
+        page = self._pages.get(variant)
+        if page is None:
+            page = self._pages[variant] = _Compiled(_page(*variant), self._engine.dialect)
+        return _to_orders(await self._fetch(page, {"owner": owner, "limit": limit}))
+
+    async def _fetch(self, statement: _Compiled, params: dict[str, Any]) -> Sequence[Any]:
+        if _observed(self._engine):
+            async with outages_as_unavailable(), self._autocommit.connect() as connection:
+                result = await connection.execute(statement.statement, params)
+                observed: Sequence[Any] = result.all()
+                return observed
+        async with driver_connection(self._engine) as connection:
+            rows: Sequence[Any] = await connection.fetch(statement.sql, *statement.args(params))
+            return rows
