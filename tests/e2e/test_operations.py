@@ -261,6 +261,7 @@ async def test_a_streamed_body_is_cut_off_once_it_passes_the_limit(
     assert response.json() == {
         "detail": f"Request body larger than {settings.max_body_bytes} bytes"
     }
+    assert response.headers["connection"] == "close"
     assert body.consumed <= settings.max_body_bytes + body.chunk
 
 

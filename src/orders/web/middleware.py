@@ -87,8 +87,9 @@ def _template(scope: Scope) -> str:
     route = scope.get("route")
     if isinstance(route, Route):
         return route.path
-    # Not routed (yet): refused before routing, or no such path.
-    return str(scope["path"])[:200]
+    # Not routed (yet): refused before routing, or no such path. The path is the client's
+    # text: escape control characters so that it cannot start a log line of its own.
+    return repr(str(scope["path"])[:200])[1:-1]
 
 
 class BodyLimitMiddleware:
@@ -122,7 +123,12 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise HTTPException(413, f"Request body larger than {self.max_bytes} bytes")
+                    # Closing the connection spares the server reading the rest of the body.
+                    raise HTTPException(
+                        413,
+                        f"Request body larger than {self.max_bytes} bytes",
+                        {"Connection": "close"},
+                    )
             return message
 
         await self.app(scope, limited_receive, send)
