@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 _SEGMENT: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_TOKEN_LENGTH: Final = 8192
+VERIFIED_CACHE_SIZE: Final = 4096
 
 
 class InvalidToken(Exception):
@@ -173,8 +174,31 @@ def _header(token: str) -> dict[str, Any]:
     return header
 
 
+class _Verified:
+    """A token that passed every check: its claims and what it was checked with."""
+
+    __slots__ = ("algorithm", "claims", "expires", "key", "kid", "not_before")
+
+    def __init__(self, claims: dict[str, Any], kid: str | None, algorithm: str, key: Key) -> None:
+        self.claims = claims
+        self.kid = kid
+        self.algorithm = algorithm
+        self.key = key
+        # jose has checked that these are integers (or absent).
+        self.expires = int(claims["exp"]) if "exp" in claims else None
+        self.not_before = int(claims["nbf"]) if "nbf" in claims else None
+
+
 class TokenVerifier:
-    """Checks signature, `exp`, `nbf`, `iat`, `aud`, `iss` and `sub`; returns the claims."""
+    """Checks signature, `exp`, `nbf`, `iat`, `aud`, `iss` and `sub`; returns the claims.
+
+    Verifying a token (JSON parsing, claim checks and an RSA signature check in python-jose)
+    costs more than the rest of a simple request, and clients send the same token many
+    times. So the tokens that passed are remembered (at most `cache_size`, oldest dropped
+    first): the same token, byte for byte, is accepted again without repeating the signature
+    check, as long as it is still within `exp` and `nbf` now and its key is still the one
+    the key source gives for its `kid` and algorithm. Refused tokens are never remembered.
+    """
 
     def __init__(
         self,
@@ -184,6 +208,8 @@ class TokenVerifier:
         audience: str,
         issuer: str,
         leeway_seconds: int,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._keys = keys
         self._algorithms = frozenset(algorithms)
@@ -197,6 +223,10 @@ class TokenVerifier:
             "verify_at_hash": False,
             "leeway": leeway_seconds,
         }
+        self._leeway = leeway_seconds
+        self._clock = clock
+        self._cache_size = cache_size
+        self._verified: dict[str, _Verified] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, keys: KeySource) -> TokenVerifier:
@@ -209,6 +239,38 @@ class TokenVerifier:
         )
 
     async def verify(self, token: str) -> dict[str, Any]:
+        verified = self._verified.get(token)
+        if verified is not None:
+            key = await self._keys.key_for(verified.kid, verified.algorithm)
+            if key is verified.key:
+                self._check_times(token, verified)
+                return dict(verified.claims)
+            # The key it was checked with is gone or replaced: check it again from scratch.
+            self._verified.pop(token, None)
+        claims, kid, algorithm, key = await self._decode(token)
+        self._remember(token, _Verified(dict(claims), kid, algorithm, key))
+        return claims
+
+    def _check_times(self, token: str, verified: _Verified) -> None:
+        """`exp` and `nbf` of a token verified earlier, against the clock now (as jose does)."""
+        now = int(self._clock())
+        if verified.expires is not None and verified.expires < now - self._leeway:
+            self._verified.pop(token, None)
+            raise InvalidToken("token expired")
+        if verified.not_before is not None and verified.not_before > now + self._leeway:
+            self._verified.pop(token, None)
+            raise InvalidToken("invalid claims: The token is not yet valid (nbf)")
+
+    def _remember(self, token: str, verified: _Verified) -> None:
+        if self._cache_size <= 0:
+            return
+        if len(self._verified) >= self._cache_size:
+            # Oldest first: tokens are short-lived and re-verifying one is merely slower.
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = verified
+
+    async def _decode(self, token: str) -> tuple[dict[str, Any], str | None, str, Key]:
+        """Verify the token fully: the claims, and the key id, algorithm and key used."""
         if len(token) > _MAX_TOKEN_LENGTH or not _segments_ok(token):
             raise InvalidToken("malformed token")
         header = _header(token)
@@ -246,4 +308,4 @@ class TokenVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("invalid claims: sub must be a non-empty string")
-        return claims
+        return claims, kid, algorithm, key
