@@ -44,7 +44,6 @@ async def _service_statements(database_url: str, owner: str, order_id: str) -> d
         sent.append(args[2])  # (connection, cursor, statement, parameters, context, many)
 
     event.listen(engine.sync_engine, "connect", on_connect)
-    event.listen(engine.sync_engine, "before_cursor_execute", before_execute)
     views = SqlOrderViews(engine)
 
     async def place() -> None:
@@ -55,9 +54,15 @@ async def _service_statements(database_url: str, owner: str, order_id: str) -> d
             status=OrderStatus.CREATED,
             items=(OrderItem("latte", Size.BIG, 1),),
         )
-        async with SqlUnitOfWork(engine) as uow:
-            await uow.orders.add(order)
-            await uow.commit()
+        # Listening to SQLAlchemy's cursor events sends the views through SQLAlchemy too, so
+        # listen only while placing an order.
+        event.listen(engine.sync_engine, "before_cursor_execute", before_execute)
+        try:
+            async with SqlUnitOfWork(engine) as uow:
+                await uow.orders.add(order)
+                await uow.commit()
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", before_execute)
 
     operations: dict[str, Callable[[], Awaitable[Any]]] = {
         "GET_ONE": lambda: views.get(uuid.UUID(order_id), owner),
