@@ -57,6 +57,8 @@ class Plan:
     workers: list[int]
     operations: list[str]
     threads: int
+    pool_size: int
+    max_overflow: int
 
 
 def _arguments() -> argparse.Namespace:
@@ -72,6 +74,19 @@ def _arguments() -> argparse.Namespace:
         "--ops", default=",".join(OPERATIONS), help=f"subset of {','.join(OPERATIONS)}"
     )
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=15,
+        help="DB_POOL_SIZE of both servers (15: each worker keeps up to 15 connections)",
+    )
+    parser.add_argument(
+        "--max-overflow",
+        type=int,
+        default=0,
+        help="DB_MAX_OVERFLOW of both servers (0; SQLAlchemy closes overflow connections as "
+        "soon as they are returned, so under bursts the service keeps reconnecting)",
+    )
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--orders-per-user", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
@@ -97,6 +112,8 @@ def _plan(args: argparse.Namespace) -> Plan:
         workers=[int(w) for w in args.workers.split(",")],
         operations=operations,
         threads=args.threads,
+        pool_size=args.pool_size,
+        max_overflow=args.max_overflow,
     )
 
 
@@ -110,7 +127,7 @@ def _write_users_lua(path: Path, users: list[tuple[str, str, list[str]]]) -> Non
     path.write_text("\n".join(lines) + "\n")
 
 
-def _server_env(database_url: str, public_pem: str, scratch: Path) -> dict[str, str]:
+def _server_env(database_url: str, public_pem: str, scratch: Path, plan: Plan) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
@@ -124,6 +141,9 @@ def _server_env(database_url: str, public_pem: str, scratch: Path) -> dict[str, 
         PAYMENTS_URL=UNUSED_COLLABORATOR,
         KITCHEN_URL=UNUSED_COLLABORATOR,
         LOG_LEVEL="WARNING",
+        # The reference sizes its asyncpg pool from the same two (min, max = size + overflow).
+        DB_POOL_SIZE=str(plan.pool_size),
+        DB_MAX_OVERFLOW=str(plan.max_overflow),
         # Keep secret files of this machine out of the benchmark's configuration.
         SECRETS_DIR=str(scratch / "no-secrets"),
     )
@@ -248,7 +268,14 @@ def _users(database_url: str, args: argparse.Namespace) -> tuple[str, list[Any]]
     return public_pem.decode(), users
 
 
-def _print_report(cells: list[report.Cell], memory: list[tuple[int, str, list[float]]]) -> None:
+def _print_report(
+    plan: Plan, cells: list[report.Cell], memory: list[tuple[int, str, list[float]]]
+) -> None:
+    print(
+        f"\n{plan.seconds:g} s per run after {plan.warmup_seconds:g} s of warm-up, wrk "
+        f"-t{plan.threads}; both servers DB_POOL_SIZE={plan.pool_size} "
+        f"DB_MAX_OVERFLOW={plan.max_overflow}; {os.cpu_count()} CPUs"
+    )
     print("\n## Results\n")
     print(report.results_table(cells))
     print("\n## Service / reference\n")
@@ -314,7 +341,7 @@ def main() -> int:
             )
         workload = Workload(plan, scratch / "users.lua", database)
         _write_users_lua(workload.data_file, users)
-        env = _server_env(database_url, public_pem, scratch)
+        env = _server_env(database_url, public_pem, scratch, plan)
         turn = 0
         for workers in plan.workers:
             with _servers(workers, env, scratch) as (service, ref):
@@ -329,7 +356,7 @@ def main() -> int:
                     rss = [rss_mib(pid) for pid in target.worker_pids()]
                     memory.append((workers, target.name, rss))
 
-    _print_report(cells, memory)
+    _print_report(plan, cells, memory)
     if drift:
         print(f"WARNING: the reference's SQL differs from the service's: {', '.join(drift)}")
     if not args.no_json:
