@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from sqlalchemy import text
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -94,7 +95,9 @@ async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
     would do, so that the pool never hands it out again.
     """
     async with outages_as_unavailable(), engine.connect() as connection:
-        driver: Any = (await connection.get_raw_connection()).driver_connection
+        # Just checked out, so the pooled connection is at hand: no greenlet hop to reach it.
+        pooled = cast(Connection, connection.sync_connection).connection
+        driver: Any = pooled.driver_connection
         try:
             yield driver
         except Exception as error:
