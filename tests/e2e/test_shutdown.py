@@ -175,16 +175,17 @@ async def test_sigterm_lets_accepted_requests_finish_and_takes_no_new_ones(
             ]
             pays = [asyncio.create_task(client.post(f"/orders/{i}/pay")) for i in placed]
             # Accepted and in flight: each has claimed its order and is waiting on payments.
-            for _ in range(200):
-                if await orders_being_paid(clean_database) == IN_FLIGHT:
-                    break
-                await asyncio.sleep(0.02)
-            assert await orders_being_paid(clean_database) == IN_FLIGHT
+            deadline = time.monotonic() + 10
+            while await orders_being_paid(clean_database) < IN_FLIGHT:
+                assert time.monotonic() < deadline, "the pays did not all start"
+                await asyncio.sleep(0.01)
 
             process.send_signal(signal.SIGTERM)
             signalled = time.perf_counter()
-            # The listener closes on the server's next tick (every 0.1 s).
-            await asyncio.sleep(0.5)
+            # Each worker logs this as it stops accepting (on its next tick, every 0.1 s).
+            while log.read_text().count("Shutting down") < workers:
+                assert time.perf_counter() - signalled < 5, log.read_text()
+                await asyncio.sleep(0.01)
             newcomers = await asyncio.gather(*(newcomer(url) for _ in range(5)))
             answers = await asyncio.gather(*pays)
             finished = time.perf_counter() - signalled
@@ -210,7 +211,8 @@ async def test_sigterm_lets_accepted_requests_finish_and_takes_no_new_ones(
         assert output.count("Started server process") == workers
         assert returncode == 0, output
     assert exited < GRACEFUL_TIMEOUT
-    assert output.count("Waiting for connections to close") == workers
+    # A worker that holds no connection at the signal has nothing to wait for.
+    assert 1 <= output.count("Waiting for connections to close") <= workers
     assert "Cancel" not in output  # nothing was cut off at the graceful timeout
     assert output.count("Finished server process") == workers
     logged = json_lines(output)
