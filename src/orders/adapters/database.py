@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, cast
 
@@ -84,24 +84,30 @@ async def outages_as_unavailable() -> AsyncIterator[None]:
         raise
 
 
-@asynccontextmanager
-async def driver_connection(engine: AsyncEngine) -> AsyncIterator[Any]:
-    """The asyncpg connection of a pooled connection, for statements compiled ahead of time.
+async def driver_fetch(engine: AsyncEngine, sql: str, args: Sequence[Any]) -> list[Any]:
+    """The rows of one statement compiled ahead of time, run on a pooled connection's asyncpg
+    connection.
 
     SQLAlchemy's execution layer (a greenlet hop, an execution context, result wrapping)
     costs more than a short query itself; a statement that needs no bind or result processing
     loses nothing by going to the driver. Outside a transaction asyncpg runs it in autocommit,
     with no BEGIN/ROLLBACK. A connection the driver finds closed is invalidated, as SQLAlchemy
-    would do, so that the pool never hands it out again.
+    would do, so that the pool never hands it out again. Outages raise StorageUnavailable.
     """
-    async with outages_as_unavailable(), engine.connect() as connection:
-        # Just checked out, so the pooled connection is at hand: no greenlet hop to reach it.
-        pooled = cast(Connection, connection.sync_connection).connection
-        driver: Any = pooled.driver_connection
-        try:
-            yield driver
-        except Exception as error:
-            if driver.is_closed():
-                await connection.invalidate(error)
-                raise StorageUnavailable("the database is unavailable") from error
-            raise
+    try:
+        async with engine.connect() as connection:
+            # Just checked out, so the pooled connection is at hand: no greenlet hop to reach it.
+            pooled = cast(Connection, connection.sync_connection).connection
+            driver: Any = pooled.driver_connection
+            try:
+                rows: list[Any] = await driver.fetch(sql, *args)
+            except Exception as error:
+                if driver.is_closed():
+                    await connection.invalidate(error)
+                    raise StorageUnavailable("the database is unavailable") from error
+                raise
+            return rows
+    except Exception as error:
+        if is_unavailable(error):
+            raise StorageUnavailable("the database is unavailable") from error
+        raise

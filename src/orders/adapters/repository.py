@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from orders.adapters.database import driver_connection, outages_as_unavailable
+from orders.adapters.database import driver_fetch, outages_as_unavailable
 from orders.adapters.orm import order_items_table as items_t
 from orders.adapters.orm import orders_table as orders_t
 from orders.domain import Action, Order, OrderItem, OrderStatus, Size
@@ -291,7 +291,7 @@ def _observed(engine: AsyncEngine) -> bool:
 class SqlOrderViews:
     """Read-only queries: one statement each, in autocommit (no BEGIN/ROLLBACK round trips).
 
-    Each statement is compiled once and sent straight to the driver (see `driver_connection`):
+    Each statement is compiled once and sent straight to the driver (see `driver_fetch`):
     SQLAlchemy's execution layer costs about as much again as the query itself. When
     something listens to SQLAlchemy's cursor events, the statements go through SQLAlchemy
     instead, so that listeners see every statement.
@@ -322,6 +322,4 @@ class SqlOrderViews:
                 result = await connection.execute(statement.statement, params)
                 observed: Sequence[Any] = result.all()
                 return observed
-        async with driver_connection(self._engine) as connection:
-            rows: Sequence[Any] = await connection.fetch(statement.sql, *statement.args(params))
-            return rows
+        return await driver_fetch(self._engine, statement.sql, statement.args(params))
