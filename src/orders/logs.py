@@ -1,5 +1,5 @@
-"""Logging set-up: one handler on the `orders` logger, text or JSON, every line carrying the
-request id of the request it belongs to."""
+"""Logging set-up: one handler for the `orders` loggers and uvicorn's, text or JSON, every
+line carrying the request id of the request it belongs to."""
 
 from __future__ import annotations
 
@@ -12,8 +12,13 @@ from typing import Any, Final, Literal
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-# Attributes every LogRecord has; anything else was passed through `extra=`.
-_STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Attributes every LogRecord has; anything else was passed through `extra=`. uvicorn adds
+# `color_message`, an ANSI-coloured copy of the message.
+_STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class _RequestIdFilter(logging.Filter):
@@ -56,13 +61,25 @@ class TextFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
-    """Send the `orders` loggers to stderr in `fmt`; calling it again replaces the handler."""
+    """Send the `orders` loggers and uvicorn's to stderr in `fmt`, at `level`; calling it
+    again replaces the handler.
+
+    uvicorn's access line is dropped: the request middleware writes one per request with
+    more in it, and a second line per request in another format would only confuse.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(_RequestIdFilter())
-    logger = logging.getLogger("orders")
-    for old in list(logger.handlers):
-        logger.removeHandler(old)
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
+    for name in ("orders", "uvicorn"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = False
+    # uvicorn's config sets its own level here; inherit ours instead.
+    logging.getLogger("uvicorn.error").setLevel(logging.NOTSET)
+    access = logging.getLogger("uvicorn.access")
+    for old in list(access.handlers):
+        access.removeHandler(old)
+    access.propagate = False

@@ -200,7 +200,10 @@ async def test_sigterm_lets_accepted_requests_finish_and_takes_no_new_ones(
     assert statuses == [200] * IN_FLIGHT, output
     assert {answer.json()["status"] for answer in answers} == {"progress"}
     assert "served" not in newcomers
+    # With LOG_FORMAT=json uvicorn's own lines are JSON too, and its access line is gone.
+    assert "HTTP/1.1" not in output
     if workers == 1:
+        assert all(line.startswith("{") for line in output.splitlines()), output
         # The worker closes its listener: new connections are refused at once. uvicorn then
         # re-raises SIGTERM after its clean shutdown: "terminated by SIGTERM" (143 in a shell).
         assert newcomers == ["ConnectError"] * 5

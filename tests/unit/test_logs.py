@@ -13,19 +13,23 @@ import pytest
 
 from orders.logs import configure_logging, request_id
 
+CONFIGURED = ("orders", "uvicorn", "uvicorn.error", "uvicorn.access")
+
 
 @pytest.fixture
 def orders_logger() -> Iterator[tuple[logging.Logger, io.StringIO]]:
-    """The `orders` logger as configure_logging leaves it, writing to a buffer."""
-    logger = logging.getLogger("orders")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
+    """The `orders` logger as configure_logging leaves it, writing to a buffer; the loggers
+    it configures are put back afterwards."""
+    loggers = [logging.getLogger(name) for name in CONFIGURED]
+    saved = [(list(each.handlers), each.level, each.propagate) for each in loggers]
     stream = io.StringIO()
     try:
-        yield logger, stream
+        yield loggers[0], stream
     finally:
-        logger.handlers[:] = saved[0]
-        logger.setLevel(saved[1])
-        logger.propagate = saved[2]
+        for each, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+            each.handlers[:] = handlers
+            each.setLevel(level)
+            each.propagate = propagate
 
 
 def configure(logger: logging.Logger, stream: io.StringIO, fmt: Literal["text", "json"]) -> None:
@@ -91,3 +95,28 @@ def test_the_orders_loggers_do_not_propagate_or_pile_up_handlers(
     assert len(logger.handlers) == 1
     assert logger.level == logging.INFO
     assert logger.propagate is False
+
+
+def test_uvicorn_speaks_through_the_same_handler_and_its_access_line_is_dropped(
+    orders_logger: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = orders_logger
+    # What uvicorn's own logging config leaves behind before the app is built.
+    logging.getLogger("uvicorn").addHandler(logging.StreamHandler(io.StringIO()))
+    logging.getLogger("uvicorn.error").setLevel(logging.INFO)
+    access = logging.getLogger("uvicorn.access")
+    access.addHandler(logging.StreamHandler(io.StringIO()))
+    configure(logger, stream, "json")
+
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 42, extra={"color_message": "\x1b[36m42\x1b[0m"}
+    )
+    logging.getLogger("uvicorn.error").debug("below the configured level")
+    access.info('127.0.0.1:5000 - "GET /orders HTTP/1.1" 200')
+
+    [line] = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert line["logger"] == "uvicorn.error"
+    assert line["message"] == "Started server process [42]"
+    assert "color_message" not in line
+    # uvicorn logs its access line only when the logger has somewhere to send it.
+    assert not access.hasHandlers()
