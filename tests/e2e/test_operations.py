@@ -390,3 +390,32 @@ async def test_the_pool_never_opens_more_than_size_plus_overflow(
     assert_unavailable(third)
     assert 0.25 < waited < 1.5
     assert first.status_code == second.status_code == 200
+
+
+async def test_a_statement_over_the_command_timeout_is_503_and_the_pool_stays_healthy(
+    settings: Settings, collaborators: httpx.AsyncBaseTransport, token_for: TokenFactory
+) -> None:
+    url = settings.database_url.get_secret_value()
+    quick = settings.model_copy(update={"db_command_timeout": 0.3, "db_pool_size": 1})
+    locker = await asyncpg.connect(asyncpg_dsn(make_url(url)))
+    try:
+        async with serve(quick, collaborators, token_for("alice")) as client:
+            assert (await client.get("/orders")).status_code == 200
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            started = time.perf_counter()
+            read = await client.get("/orders")
+            written = await client.post("/orders", json={"order": [LATTE]})
+            waited = time.perf_counter() - started
+            await transaction.rollback()
+            after = await client.get("/orders")
+            placed = await client.post("/orders", json={"order": [LATTE]})
+    finally:
+        await locker.close()
+
+    assert_unavailable(read)
+    assert_unavailable(written)
+    assert 0.5 < waited < 2.0
+    assert after.json() == {"orders": []}
+    assert placed.status_code == 201
