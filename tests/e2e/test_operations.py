@@ -419,3 +419,32 @@ async def test_a_statement_over_the_command_timeout_is_503_and_the_pool_stays_he
     assert 0.5 < waited < 2.0
     assert after.json() == {"orders": []}
     assert placed.status_code == 201
+
+
+async def test_pooled_connections_the_server_closed_are_replaced_without_a_failure(
+    settings: Settings, collaborators: httpx.AsyncBaseTransport, token_for: TokenFactory
+) -> None:
+    url = settings.database_url.get_secret_value()
+    async with serve(settings, collaborators, token_for("alice")) as client:
+        order_id = (await client.post("/orders", json={"order": [LATTE]})).json()["id"]
+        warm = await asyncio.gather(*(client.get("/orders") for _ in range(6)))
+        assert {response.status_code for response in warm} == {200}
+        # What a restart or an operator does to the service's sessions.
+        connection = await asyncpg.connect(asyncpg_dsn(make_url(url)))
+        try:
+            terminated = await connection.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'orders'"
+            )
+        finally:
+            await connection.close()
+        await asyncio.sleep(0.1)  # the driver sees each socket close as it happens
+        reads = [(await client.get(f"/orders/{order_id}")).status_code for _ in range(6)]
+        writes = [
+            (await client.put(f"/orders/{order_id}", json={"order": [LATTE]})).status_code
+            for _ in range(3)
+        ]
+
+    assert terminated >= 2
+    assert reads == [200] * 6
+    assert writes == [200] * 3

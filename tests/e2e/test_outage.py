@@ -195,6 +195,17 @@ async def test_a_database_outage_is_503_everywhere_and_the_service_recovers(
         await asyncio.to_thread(own_postgres.start)
         second_attempts, second_seconds = await recovery(client, order_id)
 
+        # 4. A restart nobody noticed: the pool is full of connections the server closed.
+        warm = await asyncio.gather(*(client.get("/orders") for _ in range(8)))
+        assert {response.status_code for response in warm} == {200}
+        await asyncio.to_thread(own_postgres.stop)
+        await asyncio.to_thread(own_postgres.start)
+        after_restart = [(await client.get(f"/orders/{order_id}")).status_code for _ in range(3)]
+        after_restart += [
+            (await client.put(f"/orders/{order_id}", json={"order": [LATTE]})).status_code
+            for _ in range(3)
+        ]
+
         # Everything works again, on the same data, without a restart.
         ready = await client.get("/health/ready")
         updated = await client.put(f"/orders/{order_id}", json={"order": [LATTE, LATTE]})
@@ -212,6 +223,7 @@ async def test_a_database_outage_is_503_everywhere_and_the_service_recovers(
     assert [order["id"] for order in listed.json()["orders"]] == [order_id]
     # The first request after the server is back succeeds: what broke left the pool.
     assert (first_attempts, second_attempts) == (1, 1)
+    assert after_restart == [200] * 6
     print(
         f"\noutage: slowest 503 while shutting down {shutting_down_slowest * 1000:.0f} ms, "
         f"down {down_slowest * 1000:.0f} ms, with a broken pool {broken_slowest * 1000:.0f} ms; "

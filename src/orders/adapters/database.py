@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final, cast
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -19,7 +19,7 @@ from orders.settings import DatabaseSettings
 
 def make_engine(settings: DatabaseSettings) -> AsyncEngine:
     """Create the process's engine. It connects lazily, so this does no IO."""
-    return create_async_engine(
+    engine = create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -32,6 +32,16 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
             "server_settings": {"application_name": "orders"},
         },
     )
+    event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Never hand out a pooled connection the server has closed (a restart, a terminated
+    backend): the pool then opens a fresh one in its place. asyncpg notices the close as it
+    happens, so this costs no round trip, unlike a pre-ping."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 # SQLSTATE classes that mean "the server cannot be used now", whatever the request:
