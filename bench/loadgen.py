@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,28 @@ class Measurement:
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "requests_per_second": self.requests_per_second}
+
+
+def combine(runs: Sequence[Measurement]) -> Measurement:
+    """Several runs of one server as one: totals summed, latency percentiles averaged."""
+    requests = sum(run.requests for run in runs)
+
+    def per_request(field: str) -> float:
+        if not requests:
+            return 0.0
+        total: float = sum(getattr(run, field) * run.requests for run in runs)
+        return total / requests
+
+    return Measurement(
+        requests=requests,
+        seconds=sum(run.seconds for run in runs),
+        p50_ms=sum(run.p50_ms for run in runs) / len(runs),
+        p99_ms=sum(run.p99_ms for run in runs) / len(runs),
+        non_2xx=sum(run.non_2xx for run in runs),
+        socket_errors=sum(run.socket_errors for run in runs),
+        server_cpu_ms_per_request=per_request("server_cpu_ms_per_request"),
+        postgres_cpu_ms_per_request=per_request("postgres_cpu_ms_per_request"),
+    )
 
 
 def _ticks_to_ms_per_request(ticks: int, requests: int) -> float:

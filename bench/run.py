@@ -1,14 +1,15 @@
 """Benchmark the orders service against a raw-asyncpg reference, in one run.
 
     .venv/bin/python bench/run.py            # full run, about 7 minutes
-    .venv/bin/python bench/run.py --quick    # the same matrix with short runs, about 2 minutes
+    .venv/bin/python bench/run.py --quick    # the same matrix with short runs, about 3 minutes
 
 Creates a scratch database (on DATABASE_URL's server, else 127.0.0.1:5432, else an embedded
 PostgreSQL), migrates and seeds it, starts the service and bench/reference.py with uvicorn (1
 worker, then 2), and drives both with wrk: each operation at each concurrency, after a
-warm-up, service and reference measured one right after the other (in alternating order) so
-that machine noise hits both. Prints the measurements, the service/reference ratios against
-the targets and the memory per worker; writes the same as JSON to bench/results/.
+warm-up, service and reference measured in turns (service, reference, reference, service,
+...) so that machine noise and drift hit both alike. Prints the measurements, the
+service/reference ratios against the targets and the memory per worker; writes the same as
+JSON to bench/results/.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ UNUSED_COLLABORATOR = "http://127.0.0.1:9"
 @dataclass(frozen=True)
 class Plan:
     seconds: float
+    rounds: int
     warmup_seconds: float
     connections: list[int]
     workers: list[int]
@@ -65,9 +67,15 @@ def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/run.py", description=__doc__.split("\n\n")[0] if __doc__ else None
     )
-    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-ups")
-    parser.add_argument("--duration", type=float, help="seconds per measured run (default 10)")
-    parser.add_argument("--warmup", type=float, help="seconds of warm-up per run (default 3)")
+    parser.add_argument("--quick", action="store_true", help="2 s runs, 1 s warm-ups")
+    parser.add_argument("--duration", type=float, help="seconds per measured run (default 6)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="measured runs of each server per cell, in turns ABBA... (default 2)",
+    )
     parser.add_argument("--connections", default="16,64", help="comma-separated (16,64)")
     parser.add_argument("--workers", default="1,2", help="uvicorn worker counts (1,2)")
     parser.add_argument(
@@ -106,7 +114,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     if unknown:
         raise SystemExit(f"bench: unknown operation(s) {unknown}; choose from {list(OPERATIONS)}")
     return Plan(
-        seconds=args.duration or (3.0 if args.quick else 10.0),
+        seconds=args.duration or (2.0 if args.quick else 6.0),
+        rounds=max(1, args.rounds),
         warmup_seconds=args.warmup if args.warmup is not None else (1.0 if args.quick else 3.0),
         connections=[int(c) for c in args.connections.split(",")],
         workers=[int(w) for w in args.workers.split(",")],
@@ -222,14 +231,15 @@ def _cell(
     connections: int,
     order: tuple[Uvicorn, Uvicorn],
 ) -> report.Cell:
-    """Warm both servers up, then measure them one right after the other."""
+    """Warm both servers up, then measure them in turns: A B B A A B ... for `rounds`."""
     if workload.plan.warmup_seconds > 0:
         for target in order:
             workload.run(target, op, connections, workload.plan.warmup_seconds)
-    measured = {
-        target.name: workload.run(target, op, connections, workload.plan.seconds)
-        for target in order
-    }
+    runs: dict[str, list[loadgen.Measurement]] = {target.name: [] for target in order}
+    for round_number in range(workload.plan.rounds):
+        for target in order if round_number % 2 == 0 else reversed(order):
+            runs[target.name].append(workload.run(target, op, connections, workload.plan.seconds))
+    measured = {name: loadgen.combine(found) for name, found in runs.items()}
     cell = report.Cell(
         workers, OPERATIONS[op], connections, measured["service"], measured["reference"]
     )
@@ -272,7 +282,8 @@ def _print_report(
     plan: Plan, cells: list[report.Cell], memory: list[tuple[int, str, list[float]]]
 ) -> None:
     print(
-        f"\n{plan.seconds:g} s per run after {plan.warmup_seconds:g} s of warm-up, wrk "
+        f"\n{plan.rounds} x {plan.seconds:g} s per server and cell, in turns, after "
+        f"{plan.warmup_seconds:g} s of warm-up each; wrk "
         f"-t{plan.threads}; both servers DB_POOL_SIZE={plan.pool_size} "
         f"DB_MAX_OVERFLOW={plan.max_overflow}; {os.cpu_count()} CPUs"
     )

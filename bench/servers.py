@@ -15,7 +15,6 @@ from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
-STARTED_LINE = "Application startup complete."
 
 
 def free_port() -> int:
@@ -129,17 +128,25 @@ class Uvicorn:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Until every worker has started and the server answers /health/live."""
+        """Until the server answers /health/live and every worker has started and gone idle
+        (which worker answers cannot be chosen, and server logs may be silenced)."""
         deadline = time.monotonic() + timeout
+        previous: dict[int, int] = {}
+        quiet = 0
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise SystemExit(
                     f"bench: {self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
                 )
-            started = self.log_path.read_text().count(STARTED_LINE)
-            if started >= self.workers and self._answers():
-                return
-            time.sleep(0.2)
+            workers = self.worker_pids()
+            if len(workers) == self.workers and self._answers():
+                # A worker still importing burns CPU; a started one waits for connections.
+                ticks = {pid: cpu_ticks([pid]) for pid in workers}
+                quiet = quiet + 1 if ticks == previous else 0
+                previous = ticks
+                if quiet >= 2:
+                    return
+            time.sleep(0.25)
         raise SystemExit(f"bench: {self.name} did not start in {timeout:.0f}s:\n{self.log_tail()}")
 
     def _answers(self) -> bool:
