@@ -257,3 +257,17 @@ async def test_an_unknown_path_is_a_json_404(anonymous: httpx.AsyncClient) -> No
 
     assert response.status_code == 404
     assert response.json() == {"detail": "Not Found"}
+
+
+def test_a_placed_order_links_to_what_can_be_done_with_it(document: dict[str, Any]) -> None:
+    created = document["paths"]["/orders"]["post"]["responses"]["201"]
+    operation_ids = {
+        operation["operationId"]
+        for path, _, operation in documented_operations(document)
+        if path.startswith("/orders/{order_id}")
+    }
+
+    links = created["links"]
+    assert {link["operationId"] for link in links.values()} == operation_ids
+    for link in links.values():
+        assert link["parameters"] == {"order_id": "$response.body#/id"}

@@ -36,6 +36,13 @@ _ERRORS: Final = {
     504: "Payments or kitchen did not answer in time.",
 }
 _READS: Final = (401, 404, 422, 503)
+_NEXT_STEPS: Final = {
+    "GetOrder": "getOrder",
+    "UpdateOrder": "updateOrder",
+    "DeleteOrder": "deleteOrder",
+    "PayOrder": "payOrder",
+    "CancelOrder": "cancelOrder",
+}
 _COLLABORATORS: Final = (502, 503, 504)
 
 
@@ -88,6 +95,11 @@ def build_openapi(create_order: type[CreateOrder]) -> dict[str, Any]:
     created = {
         **_json(order_ref, "The order was placed."),
         "headers": {"Location": {"schema": {"type": "string"}, "description": "The new order."}},
+        # What a client can do next with the new order (tools follow these, too).
+        "links": {
+            name: {"operationId": operation_id, "parameters": {"order_id": "$response.body#/id"}}
+            for name, operation_id in _NEXT_STEPS.items()
+        },
     }
     return {
         "openapi": "3.0.3",
