@@ -101,7 +101,8 @@ class ErrorSchema(BaseModel):
 
 def _order_dict(order: Order) -> dict[str, Any]:
     return {
-        "id": order.id,
+        # The same text pydantic would write, at a fraction of its cost for the driver's UUIDs.
+        "id": str(order.id),
         "created": order.created,
         "status": order.status.value,
         "order": [
