@@ -105,7 +105,8 @@ async def driver_fetch(engine: AsyncEngine, sql: str, args: Sequence[Any]) -> li
     would do, so that the pool never hands it out again. Outages raise StorageUnavailable.
     """
     try:
-        async with engine.connect() as connection:
+        connection = await engine.connect()
+        try:
             # Just checked out, so the pooled connection is at hand: no greenlet hop to reach it.
             pooled = cast(Connection, connection.sync_connection).connection
             driver: Any = pooled.driver_connection
@@ -117,6 +118,10 @@ async def driver_fetch(engine: AsyncEngine, sql: str, args: Sequence[Any]) -> li
                     raise StorageUnavailable("the database is unavailable") from error
                 raise
             return rows
+        finally:
+            # Closed in place rather than by `async with`, which runs close() in a task of its
+            # own (to shield it); outside a transaction, returning the connection does no IO.
+            await connection.close()
     except Exception as error:
         if is_unavailable(error):
             raise StorageUnavailable("the database is unavailable") from error
