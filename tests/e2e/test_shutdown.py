@@ -83,7 +83,12 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def start_server(
-    tmp_path: Path, database_url: str, public_key: bytes, standins: str, workers: int
+    tmp_path: Path,
+    database_url: str,
+    public_key: bytes,
+    standins: str,
+    workers: int = 1,
+    graceful_timeout: int = GRACEFUL_TIMEOUT,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     port = free_port()
     log = tmp_path / "orders.log"
@@ -113,7 +118,7 @@ def start_server(
                 "--port",
                 str(port),
                 "--timeout-graceful-shutdown",
-                str(GRACEFUL_TIMEOUT),
+                str(graceful_timeout),
             ],
             cwd=ROOT,
             env=env,
@@ -130,6 +135,22 @@ async def orders_being_paid(database_url: str) -> int:
     finally:
         await connection.close()
     return count
+
+
+async def pays_in_flight(
+    client: httpx.AsyncClient, database_url: str
+) -> list[asyncio.Task[httpx.Response]]:
+    """IN_FLIGHT pays, each accepted and waiting on payments (its claim is in the database)."""
+    placed = [
+        (await client.post("/orders", json={"order": [LATTE]})).json()["id"]
+        for _ in range(IN_FLIGHT)
+    ]
+    pays = [asyncio.create_task(client.post(f"/orders/{i}/pay")) for i in placed]
+    deadline = time.monotonic() + 10
+    while await orders_being_paid(database_url) < IN_FLIGHT:
+        assert time.monotonic() < deadline, "the pays did not all start"
+        await asyncio.sleep(0.01)
+    return pays
 
 
 async def newcomer(url: str) -> str:
@@ -169,16 +190,7 @@ async def test_sigterm_lets_accepted_requests_finish_and_takes_no_new_ones(
             timeout=GRACEFUL_TIMEOUT + 10,
             limits=httpx.Limits(max_connections=IN_FLIGHT + 5),
         ) as client:
-            placed = [
-                (await client.post("/orders", json={"order": [LATTE]})).json()["id"]
-                for _ in range(IN_FLIGHT)
-            ]
-            pays = [asyncio.create_task(client.post(f"/orders/{i}/pay")) for i in placed]
-            # Accepted and in flight: each has claimed its order and is waiting on payments.
-            deadline = time.monotonic() + 10
-            while await orders_being_paid(clean_database) < IN_FLIGHT:
-                assert time.monotonic() < deadline, "the pays did not all start"
-                await asyncio.sleep(0.01)
+            pays = await pays_in_flight(client, clean_database)
 
             process.send_signal(signal.SIGTERM)
             signalled = time.perf_counter()
@@ -233,4 +245,64 @@ async def test_sigterm_lets_accepted_requests_finish_and_takes_no_new_ones(
         f"{statuses.count(200)} completed 200 (last {finished:.2f} s after the signal); "
         f"new connections: {', '.join(sorted(set(newcomers)))}; exit {returncode} "
         f"{exited:.2f} s after the signal (graceful timeout {GRACEFUL_TIMEOUT} s)"
+    )
+
+
+@pytest.mark.slow
+async def test_requests_longer_than_the_graceful_timeout_are_cut_off_cleanly(
+    tmp_path: Path,
+    clean_database: str,
+    key_pair: tuple[bytes, bytes],
+    token_for: TokenFactory,
+    standins: str,
+) -> None:
+    graceful_timeout = 1  # a pay takes twice STANDIN_DELAY
+    process, url, log = start_server(
+        tmp_path, clean_database, key_pair[1], standins, graceful_timeout=graceful_timeout
+    )
+    try:
+        await asyncio.to_thread(wait_until_up, f"{url}/health/ready", process, log)
+        async with httpx.AsyncClient(
+            base_url=url,
+            headers={"Authorization": f"Bearer {token_for('alice')}"},
+            timeout=GRACEFUL_TIMEOUT,
+            limits=httpx.Limits(max_connections=IN_FLIGHT + 5),
+        ) as client:
+            pays = await pays_in_flight(client, clean_database)
+            process.send_signal(signal.SIGTERM)
+            signalled = time.perf_counter()
+            answers = await asyncio.gather(*pays, return_exceptions=True)
+        returncode = await asyncio.to_thread(process.wait, GRACEFUL_TIMEOUT)
+        exited = time.perf_counter() - signalled
+    finally:
+        stop(process)
+
+    output = log.read_text()
+    # Cut off with an answer the client can act on: retry later (pay is safe to repeat).
+    for answer in answers:
+        assert isinstance(answer, httpx.Response), answer
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/json"
+        assert int(answer.headers["retry-after"]) > 0
+        assert set(answer.json()) == {"detail"}
+    assert returncode == -signal.SIGTERM, output
+    assert graceful_timeout <= exited < graceful_timeout + 2
+    assert "timeout graceful shutdown exceeded" in output
+    # The lifespan still closes the pool and the client after the cut.
+    logged = json_lines(output)
+    assert any(line["message"].endswith("connections closed") for line in logged)
+    cut = [line for line in logged if line["logger"] == "orders.access"]
+    assert [line["status"] for line in cut if "pay" in line["path"]] == [503] * IN_FLIGHT
+    assert "Exception in ASGI application" not in output
+    # Nothing half-done: each order is as before, or charged and still to be scheduled
+    # (a retried pay then schedules it without charging again).
+    connection = await asyncpg.connect(asyncpg_dsn(make_url(clean_database)))
+    try:
+        statuses = await connection.fetch("SELECT status FROM orders")
+    finally:
+        await connection.close()
+    assert {row["status"] for row in statuses} <= {"created", "paid"}
+    print(
+        f"\ncut off: {IN_FLIGHT} pays in flight, graceful timeout {graceful_timeout} s, "
+        f"exit {returncode} {exited:.2f} s after the signal"
     )

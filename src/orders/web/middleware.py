@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -14,7 +15,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orders.logs import request_id
-from orders.web.errors import error_response
+from orders.web.errors import RETRY_AFTER_SECONDS, error_response
 
 access_log = logging.getLogger("orders.access")
 error_log = logging.getLogger("orders.errors")
@@ -62,6 +63,24 @@ class RequestContextMiddleware:
             if not response_started:
                 response = error_response(500, "Internal server error", {"X-Request-ID": rid})
                 await response(scope, receive, send)
+        except asyncio.CancelledError:
+            # Only the server cancels a request: its graceful shutdown ran out of time. The
+            # request's work is already unwound; answer 503, which the client may retry,
+            # rather than let the server send a bare 500 and log a traceback for it. The
+            # request ends here, so the cancellation is consumed (and undone, as asyncio asks).
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            error_log.warning(
+                "%s %s cut off: the server is shutting down", scope["method"], _template(scope)
+            )
+            if not response_started:
+                response = error_response(
+                    503,
+                    "The service is shutting down, try again",
+                    {"Retry-After": RETRY_AFTER_SECONDS, "Connection": "close"},
+                )
+                await response(scope, receive, send_with_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 path = _template(scope)
