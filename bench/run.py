@@ -103,6 +103,11 @@ def _arguments() -> argparse.Namespace:
         default=os.environ.get("DATABASE_URL"),
         help="server to create the scratch database on (default: DATABASE_URL, else local)",
     )
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="run on a throwaway embedded PostgreSQL even when a server is reachable",
+    )
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database")
     parser.add_argument("--no-json", action="store_true", help="do not write bench/results/")
     return parser.parse_args()
@@ -336,7 +341,9 @@ def main() -> int:
     drift: list[str] = []
     with contextlib.ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="orders-bench-")))
-        server = stack.enter_context(scratchdb.postgres_server(args.database_url))
+        server = stack.enter_context(
+            scratchdb.postgres_server(args.database_url, embedded=args.embedded)
+        )
         database = f"orders_bench_{os.getpid()}"
         database_url = stack.enter_context(
             scratchdb.scratch_database(server, database, keep=args.keep_db)

