@@ -436,9 +436,16 @@ async def test_pooled_connections_the_server_closed_are_replaced_without_a_failu
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND application_name = 'orders'"
             )
+            deadline = time.monotonic() + 5
+            while await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND application_name = 'orders'"
+            ):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.01)
         finally:
             await connection.close()
-        await asyncio.sleep(0.1)  # the driver sees each socket close as it happens
+        await asyncio.sleep(0.05)  # the driver sees each socket close as it happens
         reads = [(await client.get(f"/orders/{order_id}")).status_code for _ in range(6)]
         writes = [
             (await client.put(f"/orders/{order_id}", json={"order": [LATTE]})).status_code
