@@ -3,7 +3,7 @@ database, real tokens, the stand-in collaborators. Its default checks (server er
 status codes, content types, headers, response schemas, negative and positive data,
 authentication, allowed methods) must all pass.
 
-    SCHEMATHESIS_MAX_EXAMPLES=1000 .venv/bin/pytest tests/e2e/test_fuzz.py
+    SCHEMATHESIS_MAX_EXAMPLES=500 poetry run pytest tests/e2e/test_fuzz.py
 
 runs a deeper pass; the default keeps the suite quick. Generation is derandomized, so a run
 with the same settings repeats exactly.
@@ -38,7 +38,8 @@ MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
 
 class Target:
     """The ASGI app schemathesis calls, and the token it sends. Operations are collected, and
-    bound to an app, before any database or key exists, so each test fills these in."""
+    bound to an app, before any database or key exists, so each test fills these in.
+    (schemathesis.pytest.from_fixture would defer loading, but breaks on pytest 9.2.)"""
 
     def __init__(self) -> None:
         self.app: ASGIApp | None = None
