@@ -54,8 +54,7 @@ async def _service_statements(database_url: str, owner: str, order_id: str) -> d
             status=OrderStatus.CREATED,
             items=(OrderItem("latte", Size.BIG, 1),),
         )
-        # Listening to SQLAlchemy's cursor events sends the views through SQLAlchemy too, so
-        # listen only while placing an order.
+        # The write goes through SQLAlchemy, whose prepared statements asyncpg does not log.
         event.listen(engine.sync_engine, "before_cursor_execute", before_execute)
         try:
             async with SqlUnitOfWork(engine) as uow:

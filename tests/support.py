@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -71,16 +72,35 @@ class EmbeddedPostgres:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@contextmanager
-def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """Collect every SQL statement the engine sends while the block runs."""
+@asynccontextmanager
+async def count_statements(engine: AsyncEngine) -> AsyncIterator[list[str]]:
+    """Collect every statement sent to PostgreSQL while the block runs, whichever way it goes:
+    through SQLAlchemy (its cursor events) or straight to asyncpg (asyncpg's query log, which
+    also shows the BEGIN and COMMIT of transactions)."""
     statements: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         statements.append(statement)
 
+    def log(query: Any) -> None:
+        statements.append(query.query)
+
+    def attach(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        loggers = dbapi_connection.driver_connection._query_loggers
+        if not any(logger.cb is log for logger in loggers):
+            dbapi_connection.driver_connection.add_query_logger(log)
+
+    def detach(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.driver_connection.remove_query_logger(log)
+
     event.listen(engine.sync_engine, "before_cursor_execute", record)
+    event.listen(engine.sync_engine.pool, "checkout", attach)
+    event.listen(engine.sync_engine.pool, "checkin", detach)
     try:
         yield statements
+        # asyncpg hands log records to the event loop's next turn.
+        await asyncio.sleep(0)
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
+        event.remove(engine.sync_engine.pool, "checkout", attach)
+        event.remove(engine.sync_engine.pool, "checkin", detach)

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
-from orders.adapters.database import driver_fetch, outages_as_unavailable
+from orders.adapters.database import driver_fetch
 from orders.adapters.orm import order_items_table as items_t
 from orders.adapters.orm import orders_table as orders_t
 from orders.domain import Action, Order, OrderItem, OrderStatus, Size
@@ -265,7 +265,6 @@ class _Compiled:
     values fixed in the statement (e.g. a status compared with) filled in."""
 
     def __init__(self, statement: Select[Any], dialect: Dialect) -> None:
-        self.statement = statement
         compiled = statement.compile(dialect=dialect)
         self.sql = compiled.string
         self._names = tuple(compiled.positiontup or ())
@@ -282,24 +281,16 @@ class _Compiled:
         return [values[name] for name in self._names]
 
 
-def _observed(engine: AsyncEngine) -> bool:
-    """Whether anything listens to the engine's cursor events (query counters, tracing)."""
-    dispatch = engine.sync_engine.dispatch
-    return bool(dispatch.before_cursor_execute or dispatch.after_cursor_execute)
-
-
 class SqlOrderViews:
     """Read-only queries: one statement each, in autocommit (no BEGIN/ROLLBACK round trips).
 
     Each statement is compiled once and sent straight to the driver (see `driver_fetch`):
-    SQLAlchemy's execution layer costs about as much again as the query itself. When
-    something listens to SQLAlchemy's cursor events, the statements go through SQLAlchemy
-    instead, so that listeners see every statement.
+    SQLAlchemy's execution layer costs about as much again as the query itself. Such reads
+    do not show in SQLAlchemy's cursor events; asyncpg's query log sees them.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._one = _Compiled(_ONE, engine.dialect)
         self._pages: dict[tuple[bool | None, bool], _Compiled] = {}
 
@@ -317,9 +308,4 @@ class SqlOrderViews:
         return _to_orders(await self._fetch(page, {"owner": owner, "limit": limit}))
 
     async def _fetch(self, statement: _Compiled, params: dict[str, Any]) -> Sequence[Any]:
-        if _observed(self._engine):
-            async with outages_as_unavailable(), self._autocommit.connect() as connection:
-                result = await connection.execute(statement.statement, params)
-                observed: Sequence[Any] = result.all()
-                return observed
         return await driver_fetch(self._engine, statement.sql, statement.args(params))
