@@ -166,8 +166,8 @@ def _dsn() -> str:
 
 def create_app() -> Starlette:
     """The reference app; the pool is sized like the service's (DB_POOL_SIZE + overflow)."""
-    pool_size = int(os.environ.get("DB_POOL_SIZE", "10"))
-    max_overflow = int(os.environ.get("DB_MAX_OVERFLOW", "5"))
+    pool_size = int(os.environ.get("DB_POOL_SIZE", "15"))
+    max_overflow = int(os.environ.get("DB_MAX_OVERFLOW", "0"))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:

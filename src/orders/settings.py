@@ -48,8 +48,10 @@ class DatabaseSettings(BaseSettings):
     database_url: SecretStr = Field(
         description="postgresql:// or postgresql+asyncpg:// URL of the database."
     )
-    db_pool_size: int = Field(default=10, ge=1, le=500)
-    db_max_overflow: int = Field(default=5, ge=0, le=500)
+    db_pool_size: int = Field(default=15, ge=1, le=500)
+    # Overflow connections are closed as soon as they are returned, so under steady load
+    # they are opened and closed over and over; a pool of the right size is cheaper.
+    db_max_overflow: int = Field(default=0, ge=0, le=500)
     db_pool_timeout: float = Field(
         default=5.0, gt=0, description="Seconds a request waits for a pooled connection."
     )

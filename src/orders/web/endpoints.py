@@ -80,7 +80,8 @@ async def list_orders(request: Request) -> Response:
 async def place_order(request: Request) -> Response:
     items = await _items(request)
     order = await _service(request).place_order(caller(request), items)
-    location = str(request.url_for("order", order_id=str(order.id)).path)
+    # The path of GET /orders/{order_id}, written out: url_for() walks the route table.
+    location = f"{request.scope.get('root_path', '')}/orders/{order.id}"
     return _json(render_order(order), 201, {"Location": location})
 
 
