@@ -30,7 +30,7 @@ from orders.app import create_app
 from orders.devtoken import generate_key_pair, mint
 from orders.settings import DatabaseSettings, Settings
 from orders.standins import Behaviour, Ledger, create_standins
-from tests.support import EmbeddedPostgres, asyncpg_dsn
+from tests.support import EmbeddedPostgres, asyncpg_dsn, client_for
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIENCE = "orders-test"
@@ -152,35 +152,22 @@ async def app(
         yield manager.app  # type: ignore[misc]
 
 
-Client = httpx.AsyncClient
-
-
 @pytest.fixture
 async def anonymous(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the app that sends no token."""
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://orders.test"
-    ) as client:
+    async with client_for(app) as client:
         yield client
 
 
 @pytest.fixture
 async def client(app: Starlette, token_for: TokenFactory) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the app authenticated as `alice`."""
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://orders.test",
-        headers={"Authorization": f"Bearer {token_for('alice')}"},
-    ) as client:
+    async with client_for(app, token_for("alice")) as client:
         yield client
 
 
 @pytest.fixture
 async def bob(app: Starlette, token_for: TokenFactory) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the app authenticated as `bob`, who must never see alice's orders."""
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://orders.test",
-        headers={"Authorization": f"Bearer {token_for('bob')}"},
-    ) as client:
+    async with client_for(app, token_for("bob")) as client:
         yield client

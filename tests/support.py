@@ -1,4 +1,5 @@
-"""Helpers for the tests: a PostgreSQL server of their own, and statement counting."""
+"""Helpers for the tests: a PostgreSQL server of their own, statement counting, clients of
+the app, and direct looks into the database."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+from uuid import UUID
 
+import asyncpg
+import httpx
 from sqlalchemy import event
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.types import ASGIApp
 
 
 def asyncpg_dsn(url: URL) -> str:
@@ -104,3 +109,33 @@ async def count_statements(engine: AsyncEngine) -> AsyncIterator[list[str]]:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
         event.remove(engine.sync_engine.pool, "checkout", attach)
         event.remove(engine.sync_engine.pool, "checkin", detach)
+
+
+LATTE = {"product": "latte", "size": "big", "quantity": 2}
+
+
+def client_for(app: ASGIApp, token: str | None = None) -> httpx.AsyncClient:
+    """An HTTP client of the app, in process, sending `token` as its bearer token if given."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://orders.test", headers=headers
+    )
+
+
+async def place(client: httpx.AsyncClient, *items: dict[str, Any]) -> dict[str, Any]:
+    """Place an order (a latte unless items are given) and return the 201 body."""
+    response = await client.post("/orders", json={"order": list(items) or [LATTE]})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def set_status(database_url: str, order_id: str, status: str) -> None:
+    """Put an order in a status directly, as the kitchen and delivery would."""
+    connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
+    try:
+        await connection.execute(
+            "UPDATE orders SET status = $1 WHERE id = $2", status, UUID(order_id)
+        )
+    finally:
+        await connection.close()

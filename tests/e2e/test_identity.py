@@ -22,6 +22,7 @@ from orders.app import create_app
 from orders.devtoken import generate_key_pair, mint
 from orders.settings import Settings
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
+from tests.support import place as place_order
 from tests.unit.test_tokens import b64, claims, forge
 
 LATTE = {"product": "latte", "size": "big", "quantity": 1}
@@ -145,9 +146,7 @@ async def test_hmac_is_refused_by_the_hmac_primitive_not_by_luck(
 
 
 async def place(client: httpx.AsyncClient) -> str:
-    response = await client.post("/orders", json={"order": [LATTE]})
-    assert response.status_code == 201
-    order_id: str = response.json()["id"]
+    order_id: str = (await place_order(client, LATTE))["id"]
     return order_id
 
 

@@ -11,17 +11,10 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.support import asyncpg_dsn
+from tests.support import asyncpg_dsn, place, set_status
 
 LATTE = {"product": "latte", "size": "big", "quantity": 2}
 MOCHA = {"product": "mocha", "size": "small", "quantity": 1}
-
-
-async def place(client: httpx.AsyncClient, *items: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post("/orders", json={"order": list(items) or [LATTE]})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 async def snapshot(database_url: str) -> list[tuple[Any, ...]]:
@@ -35,16 +28,6 @@ async def snapshot(database_url: str) -> list[tuple[Any, ...]]:
     finally:
         await connection.close()
     return [tuple(row) for row in rows]
-
-
-async def set_status(database_url: str, order_id: str, status: str) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
-    try:
-        await connection.execute(
-            "UPDATE orders SET status = $1 WHERE id = $2", status, uuid.UUID(order_id)
-        )
-    finally:
-        await connection.close()
 
 
 async def test_place_order_returns_the_contract_shape(client: httpx.AsyncClient) -> None:

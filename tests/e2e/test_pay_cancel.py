@@ -7,6 +7,7 @@ import asyncio
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -20,16 +21,25 @@ from orders.app import create_app
 from orders.settings import Settings
 from orders.standins import Behaviour, Ledger, create_standins
 from tests.conftest import TokenFactory
-from tests.support import asyncpg_dsn
+from tests.support import asyncpg_dsn, client_for, set_status
+from tests.support import place as place_order
 
 LATTE = {"product": "latte", "size": "big", "quantity": 2}
 
 
 async def place(client: httpx.AsyncClient) -> str:
-    response = await client.post("/orders", json={"order": [LATTE]})
-    assert response.status_code == 201
-    order_id: str = response.json()["id"]
+    order_id: str = (await place_order(client, LATTE))["id"]
     return order_id
+
+
+@asynccontextmanager
+async def serving(settings: Settings, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with these settings and the real network for payments and kitchen."""
+    async with (
+        LifespanManager(create_app(settings)) as manager,
+        client_for(manager.app, token) as client,
+    ):
+        yield client
 
 
 async def row(database_url: str, order_id: str) -> dict[str, Any]:
@@ -164,16 +174,6 @@ async def test_pay_is_409_outside_created_and_paid(
     assert ledger.charges == []
 
 
-async def set_status(database_url: str, order_id: str, status: str) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
-    try:
-        await connection.execute(
-            "UPDATE orders SET status = $1 WHERE id = $2", status, uuid.UUID(order_id)
-        )
-    finally:
-        await connection.close()
-
-
 async def test_twenty_concurrent_pays_charge_once(
     client: httpx.AsyncClient, behaviour: Behaviour, ledger: Ledger
 ) -> None:
@@ -286,11 +286,7 @@ async def faulty_client(
     faulty = Faulty(httpx.ASGITransport(app=create_standins(behaviour, ledger)))
     async with (
         LifespanManager(create_app(settings, transport=faulty)) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app),
-            base_url="http://orders.test",
-            headers={"Authorization": f"Bearer {token_for('alice')}"},
-        ) as client,
+        client_for(manager.app, token_for("alice")) as client,
     ):
         yield client, faulty
 
@@ -386,14 +382,7 @@ async def test_a_real_read_timeout_is_504(
             "http_read_timeout": 0.2,
         }
     )
-    async with (
-        LifespanManager(create_app(real)) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app),
-            base_url="http://orders.test",
-            headers={"Authorization": f"Bearer {token_for('alice')}"},
-        ) as client,
-    ):
+    async with serving(real, token_for("alice")) as client:
         order_id = await place(client)
         response = await client.post(f"/orders/{order_id}/pay")
 
@@ -408,14 +397,7 @@ async def test_a_refused_connection_is_503(
     real = settings.model_copy(
         update={"payments_url": nowhere, "kitchen_url": nowhere, "http_connect_retries": 1}
     )
-    async with (
-        LifespanManager(create_app(real)) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app),
-            base_url="http://orders.test",
-            headers={"Authorization": f"Bearer {token_for('alice')}"},
-        ) as client,
-    ):
+    async with serving(real, token_for("alice")) as client:
         order_id = await place(client)
         response = await client.post(f"/orders/{order_id}/pay")
 
