@@ -7,6 +7,7 @@ them are made in the lifespan, once per process, and closed when it ends.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -91,6 +92,10 @@ def create_app(
             HttpKitchen(client, str(settings.kitchen_url)),
             lease=timedelta(seconds=settings.action_lease_seconds),
         )
+        # Everything made so far lives as long as the process: keep it out of the cyclic
+        # garbage collector's full passes, which otherwise stall requests for milliseconds.
+        gc.collect()
+        gc.freeze()
         logger.info("orders service starting")
         try:
             yield {
