@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("payment_id", sa.Uuid(), nullable=True),
         sa.Column("schedule_id", sa.Text(), nullable=True),
         sa.Column("charge_attempt", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("charge_pending", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("action", sa.Text(), nullable=True),
         sa.Column("action_token", sa.Uuid(), nullable=True),
         sa.Column("action_expires", sa.DateTime(timezone=True), nullable=True),

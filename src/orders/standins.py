@@ -85,12 +85,15 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
         if behaviour.payments_fail_with is not None:
             return _error(behaviour.payments_fail_with, "payments failed")
         key = request.headers.get("idempotency-key", body["order_id"])
-        if key not in ledger.payments:
-            ledger.payments[key] = {
+        payment = ledger.payments.get(key)
+        if payment is None:
+            payment = ledger.payments[key] = {
                 "payment_id": str(uuid.uuid4()),
                 "status": behaviour.payment_status,
             }
-        payment = ledger.payments[key]
+        elif payment["status"] == "pending":
+            # Asked again about a pending payment: by now it has been decided.
+            payment["status"] = behaviour.payment_status
         ledger.charges.append((body["order_id"], payment["status"]))
         return JSONResponse(payment, status_code=201)
 

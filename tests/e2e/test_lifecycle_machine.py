@@ -48,6 +48,8 @@ class OrderLifecycle(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.status: dict[str, str] = {}
+        # Orders whose last charge has an unknown outcome: only paying again is allowed.
+        self.pending: set[str] = set()
         self.behaviour.payment_status = "paid"
         self.behaviour.payments_fail_with = None
         self.behaviour.kitchen_fail_with = None
@@ -71,6 +73,8 @@ class OrderLifecycle(RuleBasedStateMachine):
     def put(self, order_id: str, items: list[dict[str, Any]]) -> None:
         response = self.call("PUT", f"/orders/{order_id}", {"order": items})
         expected = {"created": 200, DELETED: 404}.get(self.status[order_id], 409)
+        if order_id in self.pending and expected == 200:
+            expected = 409
         assert response.status_code == expected, response.text
 
     @rule(
@@ -92,15 +96,19 @@ class OrderLifecycle(RuleBasedStateMachine):
             assert response.status_code == 409
         elif before == "created" and payment == "invalid":
             assert response.status_code == 402
+            self.pending.discard(order_id)
         elif before == "created" and payment == "fails":
             assert response.status_code == 502
+            self.pending.add(order_id)
         elif not kitchen_ok:
             assert response.status_code == 502
             self.status[order_id] = "paid"
+            self.pending.discard(order_id)
         else:
             assert response.status_code == 200, response.text
             assert response.json()["status"] == "progress"
             self.status[order_id] = "progress"
+            self.pending.discard(order_id)
 
     @rule(order_id=orders, kitchen_ok=st.booleans())
     def cancel(self, order_id: str, kitchen_ok: bool) -> None:
@@ -111,6 +119,8 @@ class OrderLifecycle(RuleBasedStateMachine):
 
         if before == DELETED:
             assert response.status_code == 404
+        elif order_id in self.pending:
+            assert response.status_code == 409
         elif before in ("created", "paid") or (before == "progress" and kitchen_ok):
             assert response.status_code == 200, response.text
             self.status[order_id] = "cancelled"
@@ -125,7 +135,7 @@ class OrderLifecycle(RuleBasedStateMachine):
 
         response = self.call("DELETE", f"/orders/{order_id}")
 
-        if before in ("created", "cancelled"):
+        if before in ("created", "cancelled") and order_id not in self.pending:
             assert response.status_code == 204
             self.status[order_id] = DELETED
         else:

@@ -47,7 +47,8 @@ async def row(database_url: str, order_id: str) -> dict[str, Any]:
     connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
     try:
         found = await connection.fetchrow(
-            "SELECT status, payment_id, schedule_id, action, charge_attempt FROM orders"
+            "SELECT status, payment_id, schedule_id, action, charge_attempt, charge_pending"
+            " FROM orders"
             " WHERE id = $1",
             uuid.UUID(order_id),
         )
@@ -111,11 +112,11 @@ async def test_after_a_refusal_a_new_attempt_can_succeed(
 
 
 @pytest.mark.parametrize(
-    ("setup", "status"),
+    ("setup", "unknown"),
     [
-        (lambda b: setattr(b, "payments_fail_with", 500), 502),
-        (lambda b: setattr(b, "payments_fail_with", 404), 502),
-        (lambda b: setattr(b, "payment_status", "pending"), 502),
+        (lambda b: setattr(b, "payments_fail_with", 500), True),
+        (lambda b: setattr(b, "payments_fail_with", 404), False),
+        (lambda b: setattr(b, "payment_status", "pending"), True),
     ],
     ids=["5xx", "4xx", "pending"],
 )
@@ -125,18 +126,45 @@ async def test_payment_failures_leave_the_order_unchanged(
     ledger: Ledger,
     clean_database: str,
     setup: Callable[[Behaviour], None],
-    status: int,
+    unknown: bool,
 ) -> None:
     order_id = await place(client)
     setup(behaviour)
 
     response = await client.post(f"/orders/{order_id}/pay")
 
-    assert response.status_code == status
+    assert response.status_code == 502
     assert "payments" in response.json()["detail"]
     assert ledger.schedules == {}
     stored = await row(clean_database, order_id)
     assert (stored["status"], stored["action"], stored["charge_attempt"]) == ("created", None, 0)
+    # After a 5xx or "pending" the customer may have been charged: only paying again is allowed.
+    assert stored["charge_pending"] is unknown
+    edit = await client.put(f"/orders/{order_id}", json={"order": [LATTE]})
+    assert edit.status_code == (409 if unknown else 200)
+
+
+async def test_paying_again_settles_an_unknown_charge(
+    client: httpx.AsyncClient, behaviour: Behaviour, ledger: Ledger, clean_database: str
+) -> None:
+    order_id = await place(client)
+    behaviour.payment_status = "pending"
+    assert (await client.post(f"/orders/{order_id}/pay")).status_code == 502
+    for refused in (
+        client.delete(f"/orders/{order_id}"),
+        client.post(f"/orders/{order_id}/cancel"),
+    ):
+        response = await refused
+        assert response.status_code == 409
+        assert "pay again" in response.json()["detail"]
+
+    behaviour.payment_status = "paid"
+    paid = await client.post(f"/orders/{order_id}/pay")
+
+    assert paid.status_code == 200
+    # The same idempotency key both times: payments sees one charge, asked twice.
+    assert list(ledger.payments) == [f"{order_id}:0"]
+    assert (await row(clean_database, order_id))["charge_pending"] is False
 
 
 async def test_kitchen_failure_after_the_charge_leaves_it_paid_and_a_retry_does_not_charge(
@@ -264,18 +292,21 @@ async def test_a_paid_order_cannot_be_deleted_but_a_cancelled_one_can(
 
 
 class Faulty(httpx.AsyncBaseTransport):
-    """Payments and kitchen as stand-ins, except that chosen paths raise a transport error."""
+    """Payments and kitchen as stand-ins, except that chosen paths raise a transport error
+    or answer with a response of the test's making."""
 
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
-        self.failures: dict[str, Exception] = {}
+        self.failures: dict[str, Exception | httpx.Response] = {}
         self.calls: list[str] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.calls.append(request.url.path)
-        for suffix, error in self.failures.items():
+        for suffix, failure in self.failures.items():
             if request.url.path.endswith(suffix):
-                raise error
+                if isinstance(failure, httpx.Response):
+                    return failure
+                raise failure
         return await self.inner.handle_async_request(request)
 
 
@@ -292,26 +323,34 @@ async def faulty_client(
 
 
 @pytest.mark.parametrize(
-    ("error", "status"),
+    ("failure", "status", "sent"),
     [
-        (httpx.ReadTimeout("slow"), 504),
-        (httpx.ConnectTimeout("slow"), 504),
-        (httpx.ConnectError("refused"), 503),
-        (httpx.RemoteProtocolError("garbled"), 503),
+        (httpx.ReadTimeout("slow"), 504, True),
+        (httpx.ConnectTimeout("slow"), 504, False),
+        (httpx.ConnectError("refused"), 503, False),
+        (httpx.RemoteProtocolError("garbled"), 503, True),
+        ("gzip that is not", 502, True),
     ],
-    ids=["read-timeout", "connect-timeout", "refused", "protocol"],
+    ids=["read-timeout", "connect-timeout", "refused", "protocol", "bad-encoding"],
 )
 @pytest.mark.parametrize("who", ["/payments", "/kitchen/schedules"])
 async def test_transport_failures_map_to_502_503_504(
     faulty_client: tuple[httpx.AsyncClient, Faulty],
     clean_database: str,
-    error: Exception,
+    failure: Exception | str,
     status: int,
+    sent: bool,
     who: str,
 ) -> None:
     client, faulty = faulty_client
     order_id = await place(client)
-    faulty.failures[who] = error
+    faulty.failures[who] = (
+        httpx.Response(
+            201, headers={"Content-Encoding": "gzip"}, stream=httpx.ByteStream(b"not gzip")
+        )
+        if isinstance(failure, str)
+        else failure
+    )
 
     response = await client.post(f"/orders/{order_id}/pay")
 
@@ -322,6 +361,8 @@ async def test_transport_failures_map_to_502_503_504(
     stored = await row(clean_database, order_id)
     assert stored["status"] == ("created" if who == "/payments" else "paid")
     assert stored["action"] is None
+    # A charge request that may have reached payments leaves the charge pending.
+    assert stored["charge_pending"] is (who == "/payments" and sent)
 
 
 async def test_cancel_retries_a_lost_kitchen_answer(
@@ -404,3 +445,35 @@ async def test_a_refused_connection_is_503(
     assert response.status_code == 503
     assert response.headers["retry-after"]
     assert (await row(clean_database, order_id))["status"] == "created"
+
+
+async def test_pay_sends_the_kitchen_the_items_of_a_put_it_waited_for(
+    client: httpx.AsyncClient, ledger: Ledger, clean_database: str
+) -> None:
+    order_id = await place(client)
+    # A PUT in flight elsewhere: its transaction holds the order's row and has new items.
+    put = await asyncpg.connect(asyncpg_dsn(make_url(clean_database)))
+    transaction = put.transaction()
+    await transaction.start()
+    try:
+        await put.execute("UPDATE orders SET updated = now() WHERE id = $1", uuid.UUID(order_id))
+        await put.execute("DELETE FROM order_items WHERE order_id = $1", uuid.UUID(order_id))
+        await put.execute(
+            "INSERT INTO order_items (order_id, position, product, size, quantity)"
+            " VALUES ($1, 0, 'mocha', 'small', 3)",
+            uuid.UUID(order_id),
+        )
+        paying = asyncio.create_task(client.post(f"/orders/{order_id}/pay"))
+        await asyncio.sleep(0.3)
+        assert not paying.done(), "pay should wait for the PUT's row lock"
+        await transaction.commit()
+    finally:
+        await put.close()
+
+    response = await paying
+
+    new_items = [{"product": "mocha", "size": "small", "quantity": 3}]
+    assert response.status_code == 200
+    assert response.json()["order"] == new_items
+    [schedule] = ledger.schedules.values()
+    assert schedule["order"] == new_items

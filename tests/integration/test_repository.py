@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -150,14 +151,43 @@ async def test_a_claim_excludes_other_claims_until_released(engine: AsyncEngine)
         claimed = await uow.orders.claim(order.id, "alice", Action.PAY, allowed, first, LEASE)
         again = await uow.orders.claim(order.id, "alice", Action.PAY, allowed, second, LEASE)
         await uow.commit()
-    assert claimed == order
+    # Claimed to pay from `created`: a charge is about to be asked for, so it is pending.
+    assert claimed == dataclasses.replace(order, charge_pending=True)
     assert again is None
 
     async with SqlUnitOfWork(engine) as uow:
-        await uow.orders.release(order.id, first)
+        await uow.orders.release(order.id, first, uncharged=True)
         retaken = await uow.orders.claim(order.id, "alice", Action.PAY, allowed, second, LEASE)
         await uow.commit()
-    assert retaken == order
+    assert retaken == dataclasses.replace(order, charge_pending=True)
+
+
+async def test_a_pending_charge_blocks_every_write_but_paying(engine: AsyncEngine) -> None:
+    order = new_order()
+    await add(engine, order)
+    token = uuid.uuid4()
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.orders.claim(
+            order.id, "alice", Action.PAY, ALLOWED_FROM[Action.PAY], token, LEASE
+        )
+        await uow.orders.release(order.id, token)  # outcome unknown: still pending
+        await uow.commit()
+
+    async with SqlUnitOfWork(engine) as uow:
+        items = [OrderItem("tea", Size.SMALL)]
+        update = ALLOWED_FROM[Action.UPDATE]
+        assert await uow.orders.replace_items(order.id, "alice", items, update) is None
+        assert not await uow.orders.delete(order.id, "alice", ALLOWED_FROM[Action.DELETE])
+        cancel = ALLOWED_FROM[Action.CANCEL]
+        assert (
+            await uow.orders.claim(order.id, "alice", Action.CANCEL, cancel, token, LEASE) is None
+        )
+        paying = await uow.orders.claim(
+            order.id, "alice", Action.PAY, ALLOWED_FROM[Action.PAY], token, LEASE
+        )
+        await uow.commit()
+    assert paying is not None
+    assert paying.charge_pending
 
 
 async def test_an_expired_claim_can_be_taken_over(engine: AsyncEngine) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -20,6 +20,7 @@ from orders.domain import (
     OrderItem,
     OrderNotFound,
     OrderStatus,
+    PaymentOutcomeUnknown,
     Size,
 )
 from orders.domain.model import ALLOWED_FROM
@@ -43,9 +44,13 @@ class FakeRepository:
         row = self.rows.get(order_id)
         return row if row is not None and row.order.owner == owner else None
 
-    def _free(self, order_id: UUID, owner: str, allowed: frozenset[OrderStatus]) -> Stored | None:
+    def _free(
+        self, order_id: UUID, owner: str, allowed: frozenset[OrderStatus], paying: bool = False
+    ) -> Stored | None:
         row = self._mine(order_id, owner)
         if row is None or row.order.status not in allowed or row.claim is not None:
+            return None
+        if row.order.charge_pending and not paying:
             return None
         return row
 
@@ -81,18 +86,23 @@ class FakeRepository:
         token: UUID,
         lease: timedelta,
     ) -> Order | None:
-        row = self._free(order_id, owner, allowed)
+        paying = action is Action.PAY
+        row = self._free(order_id, owner, allowed, paying)
         if row is None:
             return None
         row.claim = token
+        if paying and row.order.status is OrderStatus.CREATED:
+            row.order = dataclasses.replace(row.order, charge_pending=True)
         return row.order
 
-    async def record_payment(self, order_id: UUID, token: UUID, payment_id: UUID) -> None:
+    async def record_payment(self, order_id: UUID, token: UUID, payment_id: UUID) -> bool:
         row = self.rows[order_id]
-        if row.claim == token:
+        if row.order.status is OrderStatus.CREATED:
             row.order = dataclasses.replace(
-                row.order, status=OrderStatus.PAID, payment_id=payment_id
+                row.order, status=OrderStatus.PAID, payment_id=payment_id, charge_pending=False
             )
+            return row.claim == token
+        return False
 
     async def settle(
         self, order_id: UUID, token: UUID, status: OrderStatus, schedule_id: str | None = None
@@ -106,13 +116,17 @@ class FakeRepository:
         )
         return row.order
 
-    async def release(self, order_id: UUID, token: UUID, *, refused: bool = False) -> None:
+    async def release(
+        self, order_id: UUID, token: UUID, *, refused: bool = False, uncharged: bool = False
+    ) -> None:
         row = self.rows[order_id]
         if row.claim == token:
             row.claim = None
             if refused:
                 attempt = row.order.charge_attempt + 1
                 row.order = dataclasses.replace(row.order, charge_attempt=attempt)
+            if refused or uncharged:
+                row.order = dataclasses.replace(row.order, charge_pending=False)
 
 
 class FakeUnitOfWork:
@@ -166,9 +180,12 @@ class FakePayments:
     def __init__(self) -> None:
         self.keys: list[str] = []
         self.fail: Exception | None = None
+        self.during: Callable[[], None] | None = None
 
     async def charge(self, order_id: UUID, idempotency_key: str) -> UUID:
         self.keys.append(idempotency_key)
+        if self.during is not None:
+            self.during()
         if self.fail is not None:
             raise self.fail
         return uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key)
@@ -280,17 +297,57 @@ async def test_a_refusal_moves_to_the_next_charge_attempt(world: World) -> None:
     assert world.payments.keys == [f"{order.id}:0", f"{order.id}:1"]
 
 
-async def test_an_unknown_payment_outcome_retries_with_the_same_key(world: World) -> None:
+async def test_an_unknown_payment_outcome_blocks_all_but_paying_again(world: World) -> None:
     order = await world.service.place_order("alice", ITEMS)
-    world.payments.fail = CollaboratorUnavailable("payments", "could not be reached")
+    world.payments.fail = CollaboratorTimeout("payments", "did not answer in time")
 
-    with pytest.raises(CollaboratorUnavailable):
+    with pytest.raises(CollaboratorTimeout):
         await world.service.pay(order.id, "alice")
+    assert world.store[order.id].order.charge_pending
+    for refused in (
+        world.service.update_order(order.id, "alice", ITEMS),
+        world.service.delete_order(order.id, "alice"),
+        world.service.cancel(order.id, "alice"),
+    ):
+        with pytest.raises(PaymentOutcomeUnknown):
+            await refused
+
     world.payments.fail = None
     await world.service.pay(order.id, "alice")
 
     assert world.payments.keys == [f"{order.id}:0", f"{order.id}:0"]
     assert world.status(order.id) is OrderStatus.PROGRESS
+    assert not world.store[order.id].order.charge_pending
+
+
+async def test_a_charge_that_never_left_is_not_pending(world: World) -> None:
+    order = await world.service.place_order("alice", ITEMS)
+    world.payments.fail = CollaboratorUnavailable(
+        "payments", "could not be reached", delivered=False
+    )
+
+    with pytest.raises(CollaboratorUnavailable):
+        await world.service.pay(order.id, "alice")
+
+    assert not world.store[order.id].order.charge_pending
+    await world.service.update_order(order.id, "alice", ITEMS)
+
+
+async def test_a_charge_is_recorded_even_when_the_lease_ran_out_meanwhile(world: World) -> None:
+    order = await world.service.place_order("alice", ITEMS)
+
+    def lease_lapses_and_another_request_claims() -> None:
+        world.store[order.id].claim = uuid.uuid4()
+
+    world.payments.during = lease_lapses_and_another_request_claims
+
+    with pytest.raises(ActionInProgress):
+        await world.service.pay(order.id, "alice")
+
+    stored = world.store[order.id].order
+    assert stored.status is OrderStatus.PAID
+    assert stored.payment_id is not None
+    assert world.kitchen.scheduled == []
 
 
 async def test_a_claimed_order_refuses_other_actions(world: World) -> None:

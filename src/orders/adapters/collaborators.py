@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import httpx
@@ -57,10 +58,21 @@ async def _post(
     headers = {"Idempotency-Key": str(key)} if key is not None else None
     try:
         return await client.post(url, json=json, headers=headers)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as error:
+        # No connection, so the request was never sent.
+        unsent: type[CollaboratorError] = (
+            CollaboratorUnavailable
+            if isinstance(error, httpx.ConnectError)
+            else CollaboratorTimeout
+        )
+        raise unsent(service, "could not be reached", delivered=False) from error
     except httpx.TimeoutException as error:
         raise CollaboratorTimeout(service, "did not answer in time") from error
     except httpx.TransportError as error:
-        raise CollaboratorUnavailable(service, "could not be reached") from error
+        raise CollaboratorUnavailable(service, "dropped the connection") from error
+    except httpx.RequestError as error:
+        # An answer that cannot be read (bad encoding, redirect loops).
+        raise CollaboratorBadAnswer(service, "answered unreadably") from error
 
 
 def _json_object(service: str, response: httpx.Response) -> dict[str, Any]:
@@ -87,7 +99,12 @@ class HttpPayments:
             self._client, self.service, self._url, {"order_id": str(order_id)}, idempotency_key
         )
         if response.status_code != httpx.codes.CREATED:
-            raise CollaboratorBadAnswer(self.service, f"answered {response.status_code}")
+            # A 4xx turned the request down; after a 5xx the charge may or may not exist.
+            raise CollaboratorBadAnswer(
+                self.service,
+                f"answered {response.status_code}",
+                delivered=response.status_code >= httpx.codes.INTERNAL_SERVER_ERROR,
+            )
         body = _json_object(self.service, response)
         status = body.get("status")
         if status == "invalid":
@@ -126,7 +143,7 @@ class HttpKitchen:
         return str(schedule_id)
 
     async def cancel(self, schedule_id: str) -> None:
-        url = f"{self._base}/{schedule_id}/cancel"
+        url = f"{self._base}/{quote(schedule_id, safe='')}/cancel"
         # Cancelling is idempotent, so a lost answer or a 5xx is worth a bounded retry.
         for attempt in range(1, CANCEL_ATTEMPTS + 1):
             try:

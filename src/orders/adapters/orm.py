@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import cast
 
 from sqlalchemy import (
+    Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    false,
     func,
     text,
 )
@@ -59,6 +61,7 @@ class OrderRecord(Base):
     payment_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))
     schedule_id: Mapped[str | None] = mapped_column(Text)
     charge_attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    charge_pending: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # A pay or cancel in flight holds the order until `action_expires` (see service.orders).
     action: Mapped[str | None] = mapped_column(Text)
     action_token: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))

@@ -41,6 +41,7 @@ _ORDER_COLUMNS = (
     orders_t.c.payment_id,
     orders_t.c.schedule_id,
     orders_t.c.charge_attempt,
+    orders_t.c.charge_pending,
 )
 _PRODUCT = len(_ORDER_COLUMNS)  # item columns follow the order's in joined rows
 _ITEM_COLUMNS = (items_t.c.product, items_t.c.size, items_t.c.quantity)
@@ -106,6 +107,7 @@ def _to_order(row: Sequence[Any], items: list[OrderItem]) -> Order:
         payment_id=row[4],
         schedule_id=row[5],
         charge_attempt=row[6],
+        charge_pending=row[7],
     )
 
 
@@ -143,14 +145,20 @@ def _page(cancelled: bool | None, limited: bool) -> Select[Any]:
     return _with_items(sub, sub.c.created.desc(), sub.c.id.desc())
 
 
-def _free(order_id: UUID, owner: str, allowed: frozenset[OrderStatus]) -> list[Any]:
-    """Conditions of a guarded write: mine, in an allowed status, no live claim on it."""
-    return [
+def _free(
+    order_id: UUID, owner: str, allowed: frozenset[OrderStatus], *, paying: bool = False
+) -> list[Any]:
+    """Conditions of a guarded write: mine, in an allowed status, no live claim on it, and
+    (unless paying, which is how it is settled) no charge of unknown outcome."""
+    conditions = [
         orders_t.c.id == order_id,
         orders_t.c.owner == owner,
         orders_t.c.status.in_(sorted(allowed)),
         or_(orders_t.c.action.is_(None), orders_t.c.action_expires < func.now()),
     ]
+    if not paying:
+        conditions.append(orders_t.c.charge_pending.is_(False))
+    return conditions
 
 
 _UNCLAIMED = {"action": None, "action_token": None, "action_expires": None}
@@ -207,27 +215,58 @@ class SqlOrderRepository:
         token: UUID,
         lease: timedelta,
     ) -> Order | None:
-        claimed = (
-            update(orders_t)
-            .where(*_free(order_id, owner, allowed))
-            .values(
-                action=action.value,
-                action_token=token,
-                action_expires=func.now() + lease,
-                updated=func.now(),
+        paying = action is Action.PAY
+        values: dict[str, Any] = {
+            "action": action.value,
+            "action_token": token,
+            "action_expires": func.now() + lease,
+            "updated": func.now(),
+        }
+        if paying:
+            # From `created` a charge is about to be asked for: pending until its outcome is known.
+            values["charge_pending"] = orders_t.c.charge_pending | (
+                orders_t.c.status == OrderStatus.CREATED.value
             )
-            .returning(*_ORDER_COLUMNS)
-            .cte("claimed")
+        claimed = (
+            await self._connection.execute(
+                update(orders_t)
+                .where(*_free(order_id, owner, allowed, paying=paying))
+                .values(values)
+                .returning(*_ORDER_COLUMNS)
+            )
+        ).first()
+        if claimed is None:
+            return None
+        # A statement of its own: it sees the items as they are now, after a PUT this claim
+        # may have waited for, where a join in the UPDATE would see them as they were before.
+        items = await self._connection.execute(
+            select(*_ITEM_COLUMNS)
+            .where(items_t.c.order_id == order_id)
+            .order_by(items_t.c.position)
         )
-        orders = _to_orders(await self._connection.execute(_with_items(claimed)))
-        return orders[0] if orders else None
+        return _to_order(
+            claimed,
+            [OrderItem(product, _SIZE[size], quantity) for product, size, quantity in items],
+        )
 
-    async def record_payment(self, order_id: UUID, token: UUID, payment_id: UUID) -> None:
-        await self._connection.execute(
-            update(orders_t)
-            .where(orders_t.c.id == order_id, orders_t.c.action_token == token)
-            .values(status=OrderStatus.PAID.value, payment_id=payment_id, updated=func.now())
-        )
+    async def record_payment(self, order_id: UUID, token: UUID, payment_id: UUID) -> bool:
+        recorded = (
+            await self._connection.execute(
+                update(orders_t)
+                .where(
+                    orders_t.c.id == order_id,
+                    orders_t.c.status == OrderStatus.CREATED.value,
+                )
+                .values(
+                    status=OrderStatus.PAID.value,
+                    payment_id=payment_id,
+                    charge_pending=False,
+                    updated=func.now(),
+                )
+                .returning(orders_t.c.action_token)
+            )
+        ).first()
+        return recorded is not None and recorded[0] == token
 
     async def settle(
         self,
@@ -249,10 +288,14 @@ class SqlOrderRepository:
         orders = _to_orders(await self._connection.execute(_with_items(settled)))
         return orders[0] if orders else None
 
-    async def release(self, order_id: UUID, token: UUID, *, refused: bool = False) -> None:
+    async def release(
+        self, order_id: UUID, token: UUID, *, refused: bool = False, uncharged: bool = False
+    ) -> None:
         values: dict[str, Any] = dict(_UNCLAIMED)
         if refused:
             values["charge_attempt"] = orders_t.c.charge_attempt + 1
+        if refused or uncharged:
+            values["charge_pending"] = False
         await self._connection.execute(
             update(orders_t)
             .where(orders_t.c.id == order_id, orders_t.c.action_token == token)

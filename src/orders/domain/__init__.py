@@ -1,9 +1,16 @@
 """The orders domain: plain Python, no IO, no frameworks."""
 
-from orders.domain.errors import ActionInProgress, DomainError, InvalidTransition, OrderNotFound
-from orders.domain.model import Action, Order, OrderItem, OrderStatus, Size
+from orders.domain.errors import (
+    ActionInProgress,
+    DomainError,
+    InvalidTransition,
+    OrderNotFound,
+    PaymentOutcomeUnknown,
+)
+from orders.domain.model import ALLOWED_FROM, Action, Order, OrderItem, OrderStatus, Size
 
 __all__ = [
+    "ALLOWED_FROM",
     "Action",
     "ActionInProgress",
     "DomainError",
@@ -12,5 +19,6 @@ __all__ = [
     "OrderItem",
     "OrderNotFound",
     "OrderStatus",
+    "PaymentOutcomeUnknown",
     "Size",
 ]

@@ -31,6 +31,18 @@ class InvalidTransition(DomainError):
         self.action = action
 
 
+class PaymentOutcomeUnknown(DomainError):
+    """A charge of this order may or may not have gone through; paying again settles it."""
+
+    def __init__(self, order_id: UUID, action: Action) -> None:
+        super().__init__(
+            f"cannot {action} this order: the outcome of its last payment is unknown; "
+            "pay again to settle it"
+        )
+        self.order_id = order_id
+        self.action = action
+
+
 class ActionInProgress(DomainError):
     """Another pay or cancel of this order is still running."""
 

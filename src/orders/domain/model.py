@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Final
 from uuid import UUID
 
-from orders.domain.errors import InvalidTransition
+from orders.domain.errors import InvalidTransition, PaymentOutcomeUnknown
 
 MAX_QUANTITY: Final = 1_000_000
 
@@ -71,14 +71,21 @@ class Order:
     schedule_id: str | None = None
     # Bumped each time payments refuses a charge, so a new attempt is a new idempotent request.
     charge_attempt: int = 0
+    # A charge was asked for and its outcome is not known (a timeout, a 5xx): the customer may
+    # have paid, so nothing but paying again (which settles the outcome) is allowed.
+    charge_pending: bool = False
 
     def allows(self, action: Action) -> bool:
+        if self.charge_pending and action is not Action.PAY:
+            return False
         return self.status in ALLOWED_FROM[action]
 
     def check(self, action: Action) -> None:
-        """Raise InvalidTransition unless `action` is allowed in the current status."""
-        if not self.allows(action):
+        """Raise a domain error unless `action` is allowed now."""
+        if self.status not in ALLOWED_FROM[action]:
             raise InvalidTransition(self.id, self.status, action)
+        if self.charge_pending and action is not Action.PAY:
+            raise PaymentOutcomeUnknown(self.id, action)
 
     @property
     def charge_key(self) -> str:

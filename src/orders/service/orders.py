@@ -16,6 +16,7 @@ from typing import NoReturn
 from uuid import UUID, uuid4
 
 from orders.domain import (
+    ALLOWED_FROM,
     Action,
     ActionInProgress,
     Order,
@@ -23,8 +24,14 @@ from orders.domain import (
     OrderNotFound,
     OrderStatus,
 )
-from orders.domain.model import ALLOWED_FROM
-from orders.service.ports import Kitchen, OrderViews, PaymentRefused, Payments, UnitOfWork
+from orders.service.ports import (
+    CollaboratorError,
+    Kitchen,
+    OrderViews,
+    PaymentRefused,
+    Payments,
+    UnitOfWork,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,13 +103,23 @@ class OrderService:
     async def pay(self, order_id: UUID, owner: str) -> Order:
         """Charge (unless an earlier attempt already did), then schedule in the kitchen."""
         order, token = await self._claim(order_id, owner, Action.PAY)
+        uncharged = False
         try:
             if order.needs_charge:
-                payment_id = await self._payments.charge(order.id, order.charge_key)
+                try:
+                    payment_id = await self._payments.charge(order.id, order.charge_key)
+                except CollaboratorError as error:
+                    # Unless the request surely did not take effect, the charge stays pending.
+                    uncharged = not error.delivered
+                    raise
                 async with self._uow() as uow:
-                    await uow.orders.record_payment(order.id, token, payment_id)
+                    still_ours = await uow.orders.record_payment(order.id, token, payment_id)
                     await uow.commit()
                 logger.info("order %s charged (payment %s)", order.id, payment_id)
+                if not still_ours:
+                    # The lease ran out mid-call and another request holds the order now: the
+                    # charge is recorded, scheduling is left to that request.
+                    raise ActionInProgress(order.id, Action.PAY)
             schedule_id = await self._kitchen.schedule(order)
             return await self._settle(
                 order.id, token, Action.PAY, OrderStatus.PROGRESS, schedule_id
@@ -111,7 +128,7 @@ class OrderService:
             await self._release(order.id, token, refused=True)
             raise
         except Exception:
-            await self._release(order.id, token)
+            await self._release(order.id, token, uncharged=uncharged)
             raise
 
     async def cancel(self, order_id: UUID, owner: str) -> Order:
@@ -152,10 +169,12 @@ class OrderService:
             await uow.commit()
         return order
 
-    async def _release(self, order_id: UUID, token: UUID, *, refused: bool = False) -> None:
+    async def _release(
+        self, order_id: UUID, token: UUID, *, refused: bool = False, uncharged: bool = False
+    ) -> None:
         try:
             async with self._uow() as uow:
-                await uow.orders.release(order_id, token, refused=refused)
+                await uow.orders.release(order_id, token, refused=refused, uncharged=uncharged)
                 await uow.commit()
         except Exception:
             # The lease frees the order on its own; the original error is what the caller needs.

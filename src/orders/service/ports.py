@@ -41,11 +41,16 @@ class OrderRepository(Protocol):
         token: UUID,
         lease: timedelta,
     ) -> Order | None:
-        """Mark the order as busy with `action` for `lease`, unless another claim is live."""
+        """Mark the order as busy with `action` for `lease`, unless another claim is live.
+
+        Claiming a `created` order to pay also marks its charge as pending: until the
+        outcome is known, only paying again is allowed.
+        """
         ...
 
-    async def record_payment(self, order_id: UUID, token: UUID, payment_id: UUID) -> None:
-        """Store a successful charge (status `paid`) while keeping the claim."""
+    async def record_payment(self, order_id: UUID, token: UUID, payment_id: UUID) -> bool:
+        """Store a successful charge (status `paid`), whoever holds the order now, and say
+        whether the claim `token` still holds it."""
         ...
 
     async def settle(
@@ -58,8 +63,12 @@ class OrderRepository(Protocol):
         """Move a claimed order to `status` and release the claim."""
         ...
 
-    async def release(self, order_id: UUID, token: UUID, *, refused: bool = False) -> None:
-        """Drop the claim without changing the status; `refused` starts a new charge attempt."""
+    async def release(
+        self, order_id: UUID, token: UUID, *, refused: bool = False, uncharged: bool = False
+    ) -> None:
+        """Drop the claim without changing the status. `refused`: payments said no, so the
+        next pay is a new charge attempt. `uncharged`: the charge request never reached
+        payments. Either way the charge is no longer pending."""
         ...
 
 
@@ -129,12 +138,15 @@ class PaymentRefused(ServiceError):
 
 
 class CollaboratorError(ServiceError):
-    """A call to payments or kitchen failed; `service` names which one."""
+    """A call to payments or kitchen failed; `service` names which one. `delivered` is False
+    only when the request certainly did not take effect (it was never sent, or it was
+    turned down), so that a charge is known not to have happened."""
 
-    def __init__(self, service: str, reason: str) -> None:
+    def __init__(self, service: str, reason: str, *, delivered: bool = True) -> None:
         super().__init__(f"{service}: {reason}")
         self.service = service
         self.reason = reason
+        self.delivered = delivered
 
 
 class CollaboratorBadAnswer(CollaboratorError):

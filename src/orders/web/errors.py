@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from orders.domain import ActionInProgress, InvalidTransition, OrderNotFound
+from orders.domain import ActionInProgress, InvalidTransition, OrderNotFound, PaymentOutcomeUnknown
 from orders.service.ports import (
     CollaboratorBadAnswer,
     CollaboratorError,
@@ -20,6 +20,7 @@ from orders.service.ports import (
     PaymentRefused,
     StorageUnavailable,
 )
+from orders.web.tokens import KeysUnavailable
 
 RETRY_AFTER_SECONDS: Final = "5"
 
@@ -90,6 +91,14 @@ def _collaborator(_: Request, exc: Exception) -> Response:
     return error_response(status, f"The {failure.service} service {failure.reason}", headers)
 
 
+def _keys_unavailable(_: Request, exc: Exception) -> Response:
+    return error_response(
+        503,
+        "The keys to verify tokens with are unavailable, try again shortly",
+        {"Retry-After": RETRY_AFTER_SECONDS},
+    )
+
+
 def _storage_unavailable(_: Request, exc: Exception) -> Response:
     return error_response(
         503, "The database is unavailable, try again shortly", {"Retry-After": RETRY_AFTER_SECONDS}
@@ -102,7 +111,9 @@ EXCEPTION_HANDLERS: Final = {
     OrderNotFound: _not_found,
     InvalidTransition: _conflict,
     ActionInProgress: _conflict,
+    PaymentOutcomeUnknown: _conflict,
     PaymentRefused: _payment_refused,
     CollaboratorError: _collaborator,
     StorageUnavailable: _storage_unavailable,
+    KeysUnavailable: _keys_unavailable,
 }
