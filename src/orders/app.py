@@ -41,6 +41,7 @@ READY_TIMEOUT_SECONDS = 2.0
 
 
 def _static_keys(settings: Settings) -> StaticKeys | None:
+    setting = "JWT_PUBLIC_KEY"
     if settings.jwt_public_key is not None:
         pem = settings.jwt_public_key.get_secret_value()
     elif settings.jwt_public_key_file is not None:
@@ -51,9 +52,10 @@ def _static_keys(settings: Settings) -> StaticKeys | None:
                 f"invalid configuration: JWT_PUBLIC_KEY_FILE: cannot read "
                 f"{settings.jwt_public_key_file} ({error.strerror})"
             ) from None
+        setting = "JWT_PUBLIC_KEY_FILE"
     else:
         return None
-    return StaticKeys(pem, settings.jwt_algorithms)
+    return StaticKeys(pem, settings.jwt_algorithms, setting=setting)
 
 
 def create_app(
@@ -107,6 +109,9 @@ def create_app(
         finally:
             await client.aclose()
             await engine.dispose()
+            # Whatever was frozen can be collected again (it matters where apps come and go,
+            # as in tests).
+            gc.unfreeze()
             logger.info("orders service stopped: connections closed")
 
     return Starlette(

@@ -22,6 +22,7 @@ from orders.app import create_app
 from orders.devtoken import generate_key_pair, mint
 from orders.settings import Settings
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
+from tests.support import client_for
 from tests.support import place as place_order
 from tests.unit.test_tokens import b64, claims, forge
 
@@ -134,15 +135,20 @@ async def test_every_bad_token_is_refused_with_invalid_token(
         assert token not in response.text, case
 
 
-async def test_hmac_is_refused_by_the_hmac_primitive_not_by_luck(
-    key_pair: tuple[bytes, bytes],
+async def test_a_forged_hmac_token_is_valid_hmac_and_still_refused(
+    anonymous: httpx.AsyncClient, key_pair: tuple[bytes, bytes]
 ) -> None:
-    # The forged token really is a valid HS256 signature under the public key: a verifier
+    # The forged token really is a valid HS256 signature under the public key, so a verifier
     # that trusted the header's algorithm would accept it.
     token = bad_tokens(*key_pair)["HS256 with PEM"]
     signing_input, _, signature = token.rpartition(".")
     expected = hmac.new(key_pair[1], signing_input.encode(), hashlib.sha256).digest()
     assert b64(expected) == signature
+
+    response = await anonymous.get("/orders", headers={"Authorization": f"Bearer {token}"})
+
+    assert response.status_code == 401
+    assert "algorithm" in response.json()["detail"]
 
 
 async def place(client: httpx.AsyncClient) -> str:
@@ -244,3 +250,21 @@ async def test_a_user_with_a_token_from_the_dev_tool_is_accepted(
     )
 
     assert response.status_code == 200
+
+
+async def test_unreachable_jwks_is_503_not_500(settings: Settings) -> None:
+    def issuer_down(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(500)
+
+    jwks_settings = settings.model_copy(
+        update={"jwt_public_key": None, "jwt_jwks_url": "https://issuer.test/jwks.json"}
+    )
+    private, _ = generate_key_pair()
+    token = mint(private, sub="alice", audience=AUDIENCE, issuer=ISSUER, kid="k1")
+    application = create_app(jwks_settings, transport=httpx.MockTransport(issuer_down))
+    async with LifespanManager(application) as manager, client_for(manager.app, token) as http:
+        response = await http.get("/orders")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert "keys" in response.json()["detail"]

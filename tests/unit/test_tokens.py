@@ -78,19 +78,20 @@ async def test_leeway_accepts_a_token_that_just_expired() -> None:
     assert (await verifier().verify(token))["sub"] == "alice"
 
 
+# Times are offsets from the moment the test runs: tokens are signed then, not at collection.
 @pytest.mark.parametrize(
-    ("payload", "reason"),
+    ("overrides", "reason"),
     [
-        (claims(exp=int(time.time()) - 60), "expired"),
-        (claims(nbf=int(time.time()) + 600), "invalid claims"),
-        (claims(aud="someone-else"), "invalid claims"),
-        (claims(iss="https://evil.test"), "invalid claims"),
-        (claims(exp=None), "invalid claims"),
-        (claims(aud=None), "invalid claims"),
-        (claims(iss=None), "invalid claims"),
-        (claims(sub=None), "invalid claims"),
-        (claims(sub=""), "invalid claims"),
-        (claims(iat="yesterday"), "invalid claims"),
+        ({"exp": -60}, "expired"),
+        ({"nbf": 600}, "invalid claims"),
+        ({"aud": "someone-else"}, "invalid claims"),
+        ({"iss": "https://evil.test"}, "invalid claims"),
+        ({"exp": None}, "invalid claims"),
+        ({"aud": None}, "invalid claims"),
+        ({"iss": None}, "invalid claims"),
+        ({"sub": None}, "invalid claims"),
+        ({"sub": ""}, "invalid claims"),
+        ({"iat": "yesterday"}, "invalid claims"),
     ],
     ids=[
         "expired",
@@ -105,8 +106,13 @@ async def test_leeway_accepts_a_token_that_just_expired() -> None:
         "bad-iat",
     ],
 )
-async def test_claims_are_checked(payload: dict[str, Any], reason: str) -> None:
-    assert reason in await refused(sign(payload))
+async def test_claims_are_checked(overrides: dict[str, Any], reason: str) -> None:
+    now = int(time.time())
+    for moment in ("exp", "nbf"):
+        if isinstance(overrides.get(moment), int):
+            overrides = {**overrides, moment: now + overrides[moment]}
+
+    assert reason in await refused(sign(claims(**overrides)))
 
 
 @pytest.mark.parametrize(
@@ -115,6 +121,13 @@ async def test_claims_are_checked(payload: dict[str, Any], reason: str) -> None:
 )
 async def test_malformed_tokens_are_refused(token: str) -> None:
     assert await refused(token)
+
+
+@pytest.mark.parametrize("depth", [50, 5000])
+async def test_a_deeply_nested_header_is_refused(depth: int) -> None:
+    header = b64(b"[" * depth + b"]" * depth)
+
+    assert await refused(f"{header}.e30.c2ln") == "malformed token"
 
 
 async def test_alg_none_is_refused() -> None:
@@ -142,14 +155,6 @@ async def test_hmac_signed_with_the_public_key_is_refused(
 ) -> None:
     secret = PUBLIC if encoding == "pem" else public_der()
     token = forge({"alg": alg, "typ": "JWT"}, claims(), secret, digest)
-
-    assert "algorithm" in await refused(token)
-
-
-async def test_hmac_is_refused_even_when_configured_keys_could_be_abused() -> None:
-    # Even a verifier handed the raw PEM as a "key" never lets HS256 through: the
-    # algorithm list is checked before any key is chosen.
-    token = forge({"alg": "HS256"}, claims(), PUBLIC, hashlib.sha256)
 
     assert "algorithm" in await refused(token)
 

@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 _SEGMENT: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 _MAX_TOKEN_LENGTH: Final = 8192
+# A real header is {"alg", "typ", "kid"}: well under this.
+_MAX_HEADER_LENGTH: Final = 1024
 VERIFIED_CACHE_SIZE: Final = 4096
 
 
@@ -71,12 +73,15 @@ def _fits(public_key: PublicKeyTypes, algorithm: str) -> bool:
 class StaticKeys:
     """One PEM public key, with a jose key object built once per accepted algorithm."""
 
-    def __init__(self, pem: str, algorithms: Sequence[str]) -> None:
+    def __init__(
+        self, pem: str, algorithms: Sequence[str], *, setting: str = "JWT_PUBLIC_KEY"
+    ) -> None:
+        """`setting` names where the key came from, for the start-up error."""
         try:
             public_key = load_pem_public_key(pem.encode())
         except (ValueError, TypeError):
             raise ConfigurationError(
-                "invalid configuration: JWT_PUBLIC_KEY: not a PEM public key"
+                f"invalid configuration: {setting}: not a PEM public key"
             ) from None
         self._keys = {
             algorithm: key
@@ -85,7 +90,7 @@ class StaticKeys:
         }
         if not self._keys:
             raise ConfigurationError(
-                "invalid configuration: JWT_PUBLIC_KEY: the key fits none of JWT_ALGORITHMS "
+                f"invalid configuration: {setting}: the key fits none of JWT_ALGORITHMS "
                 f"({', '.join(algorithms)})"
             )
 
@@ -165,9 +170,12 @@ def _segments_ok(token: str) -> bool:
 
 def _header(token: str) -> dict[str, Any]:
     segment = token.split(".", 1)[0]
+    if len(segment) > _MAX_HEADER_LENGTH:
+        raise InvalidToken("malformed token")
     try:
         header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
+        # RecursionError: deeply nested JSON, which the length cap alone does not rule out.
         raise InvalidToken("malformed token") from None
     if not isinstance(header, dict):
         raise InvalidToken("malformed token")
