@@ -26,6 +26,8 @@ from sqlalchemy.exc import ArgumentError
 # The asymmetric signatures python-jose's cryptography backend verifies (it has no PS*).
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 DEFAULT_SECRETS_DIR = "/run/secrets"
+# Query parameters of DATABASE_URL that reach asyncpg.connect() as they are.
+_URL_PARAMETERS = frozenset({"host", "port", "ssl", "direct_tls", "target_session_attrs"})
 
 
 class ConfigurationError(Exception):
@@ -78,7 +80,19 @@ class DatabaseSettings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         if url.drivername not in ("postgresql", "postgres", "postgresql+asyncpg"):
             raise ValueError("the driver must be asyncpg (postgresql+asyncpg://)")
-        return SecretStr(url.set(drivername="postgresql+asyncpg").render_as_string(False))
+        # asyncpg takes the URL's query as connect() arguments: libpq's `sslmode` is its `ssl`,
+        # and anything it does not know would fail every connection, so refuse it now.
+        query = dict(url.query)
+        if "sslmode" in query:
+            query["ssl"] = query.pop("sslmode")
+        unknown = sorted(set(query) - _URL_PARAMETERS)
+        if unknown:
+            raise ValueError(
+                f"unsupported URL parameter(s) {', '.join(unknown)}"
+                f" (supported: {', '.join(sorted(_URL_PARAMETERS))}, sslmode)"
+            )
+        url = url.set(drivername="postgresql+asyncpg", query=query)
+        return SecretStr(url.render_as_string(hide_password=False))
 
     @property
     def sqlalchemy_url(self) -> URL:

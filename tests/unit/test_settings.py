@@ -64,8 +64,21 @@ def test_both_url_forms_work(given: str, expected: str) -> None:
     assert settings.sqlalchemy_url == make_url(expected)
 
 
+def test_libpq_sslmode_becomes_asyncpgs_ssl() -> None:
+    settings = DatabaseSettings(database_url="postgresql://app:pw@db/orders?sslmode=require")
+
+    assert settings.sqlalchemy_url.query == {"ssl": "require"}
+
+
 @pytest.mark.parametrize(
-    "url", ["mysql://db/orders", "postgresql+psycopg://db/orders", "sqlite:///x.db", "nonsense"]
+    "url",
+    [
+        "mysql://db/orders",
+        "postgresql+psycopg://db/orders",
+        "sqlite:///x.db",
+        "nonsense",
+        "postgresql://db/orders?connect_timeout=5",
+    ],
 )
 def test_other_databases_are_refused(url: str) -> None:
     with pytest.raises(ConfigurationError, match="DATABASE_URL"):
