@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any, Final, cast
 
 from sqlalchemy import event, text
@@ -81,17 +80,6 @@ async def ping(engine: AsyncEngine, within: float) -> None:
     """Run a trivial query; raise TimeoutError or a driver error when the database is down."""
     async with asyncio.timeout(within), engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
-
-
-@asynccontextmanager
-async def outages_as_unavailable() -> AsyncIterator[None]:
-    """Turn driver and pool errors that mean "the database is down" into StorageUnavailable."""
-    try:
-        yield
-    except Exception as error:
-        if is_unavailable(error):
-            raise StorageUnavailable("the database is unavailable") from error
-        raise
 
 
 async def driver_fetch(engine: AsyncEngine, sql: str, args: Sequence[Any]) -> list[Any]:
