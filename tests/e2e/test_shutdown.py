@@ -279,8 +279,13 @@ async def test_requests_longer_than_the_graceful_timeout_are_cut_off_cleanly(
 
     output = log.read_text()
     # Cut off with an answer the client can act on: retry later (pay is safe to repeat).
-    for answer in answers:
-        assert isinstance(answer, httpx.Response), answer
+    # uvicorn does not wait for the requests it cancels, so on a busy machine the process may
+    # be gone before one of them has written its 503: the client then sees the connection
+    # close, which it must treat the same way. What never happens is a bare 500.
+    answered = [answer for answer in answers if isinstance(answer, httpx.Response)]
+    dropped = [answer for answer in answers if not isinstance(answer, httpx.Response)]
+    assert all(isinstance(error, httpx.TransportError) for error in dropped), dropped
+    for answer in answered:
         assert answer.status_code == 503, answer.text
         assert answer.headers["content-type"] == "application/json"
         assert int(answer.headers["retry-after"]) > 0
