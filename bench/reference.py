@@ -28,11 +28,13 @@ from starlette.routing import Route
 
 GET_ONE = """
 SELECT o.id, o.owner, o.created, o.status, o.payment_id, o.schedule_id, o.charge_attempt,
+    o.charge_pending,
     order_items.product, order_items.size, order_items.quantity
 FROM (
     SELECT orders.id AS id, orders.owner AS owner, orders.created AS created,
         orders.status AS status, orders.payment_id AS payment_id,
-        orders.schedule_id AS schedule_id, orders.charge_attempt AS charge_attempt
+        orders.schedule_id AS schedule_id, orders.charge_attempt AS charge_attempt,
+        orders.charge_pending AS charge_pending
     FROM orders
     WHERE orders.id = $1::UUID AND orders.owner = $2::VARCHAR
 ) AS o LEFT OUTER JOIN order_items ON order_items.order_id = o.id
@@ -41,11 +43,13 @@ ORDER BY order_items.position
 
 LIST_PAGE = """
 SELECT o.id, o.owner, o.created, o.status, o.payment_id, o.schedule_id, o.charge_attempt,
+    o.charge_pending,
     order_items.product, order_items.size, order_items.quantity
 FROM (
     SELECT orders.id AS id, orders.owner AS owner, orders.created AS created,
         orders.status AS status, orders.payment_id AS payment_id,
-        orders.schedule_id AS schedule_id, orders.charge_attempt AS charge_attempt
+        orders.schedule_id AS schedule_id, orders.charge_attempt AS charge_attempt,
+        orders.charge_pending AS charge_pending
     FROM orders
     WHERE orders.owner = $1::VARCHAR ORDER BY orders.created DESC, orders.id DESC
     LIMIT $2::INTEGER

@@ -67,6 +67,8 @@ class OrderRecord(Base):
     action_token: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))
     action_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+    # The service queries the tables with Core; the relationships describe the aggregate for
+    # anything that uses the ORM (scripts, consoles), and refuse to lazy-load under asyncio.
     items: Mapped[list[OrderItemRecord]] = relationship(
         back_populates="order",
         lazy="raise",
