@@ -26,7 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-GET_ONE = """
+# Both reads are one page of orders joined to their items; only the page differs.
+_ORDERS_WITH_ITEMS = """
 SELECT o.id, o.owner, o.created, o.status, o.payment_id, o.schedule_id, o.charge_attempt,
     o.charge_pending,
     order_items.product, order_items.size, order_items.quantity
@@ -36,26 +37,21 @@ FROM (
         orders.schedule_id AS schedule_id, orders.charge_attempt AS charge_attempt,
         orders.charge_pending AS charge_pending
     FROM orders
-    WHERE orders.id = $1::UUID AND orders.owner = $2::VARCHAR
+    {page}
 ) AS o LEFT OUTER JOIN order_items ON order_items.order_id = o.id
-ORDER BY order_items.position
+ORDER BY {order}
 """
 
-LIST_PAGE = """
-SELECT o.id, o.owner, o.created, o.status, o.payment_id, o.schedule_id, o.charge_attempt,
-    o.charge_pending,
-    order_items.product, order_items.size, order_items.quantity
-FROM (
-    SELECT orders.id AS id, orders.owner AS owner, orders.created AS created,
-        orders.status AS status, orders.payment_id AS payment_id,
-        orders.schedule_id AS schedule_id, orders.charge_attempt AS charge_attempt,
-        orders.charge_pending AS charge_pending
-    FROM orders
-    WHERE orders.owner = $1::VARCHAR ORDER BY orders.created DESC, orders.id DESC
-    LIMIT $2::INTEGER
-) AS o LEFT OUTER JOIN order_items ON order_items.order_id = o.id
-ORDER BY o.created DESC, o.id DESC, order_items.position
-"""
+GET_ONE = _ORDERS_WITH_ITEMS.format(
+    page="WHERE orders.id = $1::UUID AND orders.owner = $2::VARCHAR",
+    order="order_items.position",
+)
+
+LIST_PAGE = _ORDERS_WITH_ITEMS.format(
+    page="WHERE orders.owner = $1::VARCHAR ORDER BY orders.created DESC, orders.id DESC\n"
+    "    LIMIT $2::INTEGER",
+    order="o.created DESC, o.id DESC, order_items.position",
+)
 
 PLACE = """
 WITH new_order AS (

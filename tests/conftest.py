@@ -113,17 +113,23 @@ def token_for(key_pair: tuple[bytes, bytes]) -> TokenFactory:
     return make
 
 
-@pytest.fixture
-def settings(clean_database: str, key_pair: tuple[bytes, bytes]) -> Settings:
+def make_settings(database_url: str, public_pem: bytes, **overrides: Any) -> Settings:
+    """Settings for the tests: this database, the session's key, the stand-ins' URLs."""
     return Settings(
-        database_url=clean_database,
-        jwt_public_key=key_pair[1].decode(),
+        database_url=database_url,
+        jwt_public_key=public_pem.decode(),
         jwt_audience=AUDIENCE,
         jwt_issuer=ISSUER,
         payments_url=PAYMENTS_URL,
         kitchen_url=KITCHEN_URL,
         log_level="WARNING",
+        **overrides,
     )
+
+
+@pytest.fixture
+def settings(clean_database: str, key_pair: tuple[bytes, bytes]) -> Settings:
+    return make_settings(clean_database, key_pair[1])
 
 
 @pytest.fixture

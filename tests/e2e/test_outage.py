@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from orders.app import create_app
 from orders.settings import Settings
-from tests.conftest import AUDIENCE, ISSUER, KITCHEN_URL, PAYMENTS_URL, ROOT, TokenFactory
+from tests.conftest import ROOT, TokenFactory, make_settings
 from tests.support import EmbeddedPostgres, asyncpg_dsn
 
 LATTE = {"product": "latte", "size": "big", "quantity": 1}
@@ -56,16 +56,7 @@ def own_postgres(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Em
 
 @pytest.fixture
 def own_settings(own_postgres: EmbeddedPostgres, key_pair: tuple[bytes, bytes]) -> Settings:
-    return Settings(
-        database_url=own_postgres.url(),
-        jwt_public_key=key_pair[1].decode(),
-        jwt_audience=AUDIENCE,
-        jwt_issuer=ISSUER,
-        payments_url=PAYMENTS_URL,
-        kitchen_url=KITCHEN_URL,
-        log_level="WARNING",
-        db_pool_timeout=POOL_TIMEOUT,
-    )
+    return make_settings(own_postgres.url(), key_pair[1], db_pool_timeout=POOL_TIMEOUT)
 
 
 @asynccontextmanager
