@@ -81,7 +81,7 @@ async def clean_database(database_url: str) -> str:
     """The scratch database, emptied: every test starts from no orders at all."""
     connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
     try:
-        await connection.execute("TRUNCATE orders CASCADE")
+        await connection.execute("TRUNCATE orders, outbox CASCADE")
     finally:
         await connection.close()
     return database_url
@@ -123,7 +123,9 @@ def make_settings(database_url: str, public_pem: bytes, **overrides: Any) -> Set
         payments_url=PAYMENTS_URL,
         kitchen_url=KITCHEN_URL,
         log_level="WARNING",
-        **overrides,
+        # Tests that want the background reconciler turn it on; the others see only what
+        # their own requests do.
+        **{"reconcile_enabled": False, **overrides},
     )
 
 
