@@ -30,11 +30,8 @@ from orders.app import create_app
 from orders.devtoken import generate_key_pair, mint
 from orders.settings import DatabaseSettings, Settings
 from orders.standins import Behaviour, Ledger, create_standins
-from tests.support import EmbeddedPostgres, asyncpg_dsn, client_for
+from tests.support import AUDIENCE, ISSUER, ROOT, EmbeddedPostgres, asyncpg_dsn, client_for
 
-ROOT = Path(__file__).resolve().parent.parent
-AUDIENCE = "orders-test"
-ISSUER = "https://issuer.test"
 PAYMENTS_URL = "http://payments.test"
 KITCHEN_URL = "http://kitchen.test"
 
