@@ -118,6 +118,19 @@ class Ledger:
         ]
 
 
+def _once(
+    records: dict[str, dict[str, Any]], key: str, status: str, **fields: str
+) -> dict[str, Any]:
+    """What the request with `key` did: made on its first use; asked again about a pending
+    one, by now it has been decided."""
+    record = records.get(key)
+    if record is None:
+        record = records[key] = {**fields, "status": status}
+    elif record["status"] == "pending":
+        record["status"] = status
+    return record
+
+
 def _error(status: int, detail: str) -> Response:
     return JSONResponse({"detail": detail}, status_code=status)
 
@@ -194,16 +207,13 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
         key = request.headers.get("idempotency-key", order_id)
 
         def charge() -> tuple[dict[str, Any], int]:
-            payment = ledger.payments.get(key)
-            if payment is None:
-                payment = ledger.payments[key] = {
-                    "payment_id": str(uuid.uuid4()),
-                    "order_id": order_id,
-                    "status": behaviour.payment_status,
-                }
-            elif payment["status"] == "pending":
-                # Asked again about a pending payment: by now it has been decided.
-                payment["status"] = behaviour.payment_status
+            payment = _once(
+                ledger.payments,
+                key,
+                behaviour.payment_status,
+                payment_id=str(uuid.uuid4()),
+                order_id=order_id,
+            )
             ledger.charges.append((order_id, payment["status"]))
             return {"payment_id": payment["payment_id"], "status": payment["status"]}, 201
 
@@ -218,15 +228,13 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
         key = request.headers.get("idempotency-key", payment_id)
 
         def give_back() -> tuple[dict[str, Any], int]:
-            done = ledger.refunds.get(key)
-            if done is None:
-                done = ledger.refunds[key] = {
-                    "refund_id": str(uuid.uuid4()),
-                    "payment_id": payment_id,
-                    "status": behaviour.refund_status,
-                }
-            elif done["status"] == "pending":
-                done["status"] = behaviour.refund_status
+            done = _once(
+                ledger.refunds,
+                key,
+                behaviour.refund_status,
+                refund_id=str(uuid.uuid4()),
+                payment_id=payment_id,
+            )
             return {"refund_id": done["refund_id"], "status": done["status"]}, 201
 
         return await handle(request, "refund", key, give_back)

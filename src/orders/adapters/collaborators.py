@@ -116,8 +116,17 @@ class _Collaborator:
     is reported to `on_call`."""
 
     service: str
+    path: str
 
-    def __init__(self, deadline: float, on_call: CallObserver | None) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        deadline: float,
+        on_call: CallObserver | None = None,
+    ) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + self.path
         self._deadline = deadline
         self._on_call = on_call
 
@@ -150,17 +159,7 @@ class HttpPayments(_Collaborator):
     `POST {PAYMENTS_URL}/payments/{payment_id}/refund` → 201 `{"refund_id", "status"}`."""
 
     service = "payments"
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        base_url: str,
-        deadline: float,
-        on_call: CallObserver | None = None,
-    ) -> None:
-        super().__init__(deadline, on_call)
-        self._client = client
-        self._url = base_url.rstrip("/") + "/payments"
+    path = "/payments"
 
     async def charge(self, order_id: UUID, idempotency_key: str) -> UUID:
         async with self._call("charge"):
@@ -210,17 +209,7 @@ class HttpKitchen(_Collaborator):
     """`POST {KITCHEN_URL}/kitchen/schedules` and `.../schedules/{id}/cancel`."""
 
     service = "kitchen"
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        base_url: str,
-        deadline: float,
-        on_call: CallObserver | None = None,
-    ) -> None:
-        super().__init__(deadline, on_call)
-        self._client = client
-        self._base = base_url.rstrip("/") + "/kitchen/schedules"
+    path = "/kitchen/schedules"
 
     async def schedule(self, order_id: UUID, items: Sequence[OrderItem]) -> str:
         async with self._call("schedule"):
@@ -237,7 +226,7 @@ class HttpKitchen(_Collaborator):
                 for item in items
             ]
         }
-        response = await _post(self._client, self.service, self._base, body, str(order_id))
+        response = await _post(self._client, self.service, self._url, body, str(order_id))
         if response.status_code != httpx.codes.CREATED:
             raise _unexpected(self.service, response)
         schedule_id = _json_object(self.service, response).get("id")
@@ -246,7 +235,7 @@ class HttpKitchen(_Collaborator):
         return str(schedule_id)
 
     async def _cancel(self, schedule_id: str) -> None:
-        url = f"{self._base}/{quote(schedule_id, safe='')}/cancel"
+        url = f"{self._url}/{quote(schedule_id, safe='')}/cancel"
         # Cancelling is idempotent, so a lost answer or a 5xx is worth a bounded retry.
         for attempt in range(1, CANCEL_ATTEMPTS + 1):
             try:
