@@ -50,6 +50,20 @@ TOKEN_TTL_SECONDS = 6 * 3600
 UNUSED_COLLABORATOR = "http://127.0.0.1:9"
 
 
+def _shipped_http_options() -> list[str]:
+    from orders.entrypoint import server_limit_options
+    from orders.settings import ServerLimits
+
+    return server_limit_options(ServerLimits())
+
+
+SERVICE_HTTP = {
+    "shipped": _shipped_http_options,
+    "httptools": lambda: ["--http", "httptools"],
+    "h11": lambda: ["--http", "h11"],
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     seconds: float
@@ -61,6 +75,7 @@ class Plan:
     threads: int
     pool_size: int
     max_overflow: int
+    service_http: str
 
 
 def _arguments() -> argparse.Namespace:
@@ -95,6 +110,14 @@ def _arguments() -> argparse.Namespace:
         help="DB_MAX_OVERFLOW of both servers (0; SQLAlchemy closes overflow connections as "
         "soon as they are returned, so under bursts the service keeps reconnecting)",
     )
+    parser.add_argument(
+        "--service-http",
+        choices=sorted(SERVICE_HTTP),
+        default="shipped",
+        help="the service's HTTP protocol: as the image runs it (h11 with the limits of "
+        "orders.httpguard), or plain httptools / h11 without limits (the reference always "
+        "runs httptools)",
+    )
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--orders-per-user", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
@@ -128,6 +151,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         threads=args.threads,
         pool_size=args.pool_size,
         max_overflow=args.max_overflow,
+        service_http=args.service_http,
     )
 
 
@@ -165,7 +189,9 @@ def _server_env(database_url: str, public_pem: str, scratch: Path, plan: Plan) -
 
 
 @contextlib.contextmanager
-def _servers(workers: int, env: dict[str, str], scratch: Path) -> Iterator[tuple[Uvicorn, Uvicorn]]:
+def _servers(
+    workers: int, env: dict[str, str], scratch: Path, service_http: str
+) -> Iterator[tuple[Uvicorn, Uvicorn]]:
     started: list[Uvicorn] = []
     try:
         service = Uvicorn(
@@ -174,6 +200,7 @@ def _servers(workers: int, env: dict[str, str], scratch: Path) -> Iterator[tuple
             workers=workers,
             env=env,
             log_path=scratch / f"service-{workers}w.log",
+            http_options=SERVICE_HTTP[service_http](),
         )
         started.append(service)
         ref = Uvicorn(
@@ -289,7 +316,8 @@ def _print_report(
     print(
         f"\n{plan.rounds} x {plan.seconds:g} s per server and cell, in turns, after "
         f"{plan.warmup_seconds:g} s of warm-up each; wrk "
-        f"-t{plan.threads}; both servers DB_POOL_SIZE={plan.pool_size} "
+        f"-t{plan.threads}; service HTTP: {plan.service_http}; "
+        f"both servers DB_POOL_SIZE={plan.pool_size} "
         f"DB_MAX_OVERFLOW={plan.max_overflow}; {os.cpu_count()} CPUs"
     )
     print("\n## Results\n")
@@ -362,7 +390,7 @@ def main() -> int:
         env = _server_env(database_url, public_pem, scratch, plan)
         turn = 0
         for workers in plan.workers:
-            with _servers(workers, env, scratch) as (service, ref):
+            with _servers(workers, env, scratch, plan.service_http) as (service, ref):
                 _say(f"bench: {workers} worker(s): service {service.url}, reference {ref.url}")
                 for op in plan.operations:
                     for connections in plan.connections:
