@@ -57,10 +57,21 @@ def _shipped_http_options() -> list[str]:
     return server_limit_options(ServerLimits())
 
 
+def _h11_options() -> list[str]:
+    # uvicorn's h11 protocol with the same limits where uvicorn has them: h11 bounds the
+    # request head itself (no header-read deadline, though).
+    from orders.settings import ServerLimits
+
+    limits = ServerLimits()
+    options = _shipped_http_options()
+    options[options.index("--http") + 1] = "h11"
+    return [*options, "--h11-max-incomplete-event-size", str(limits.http_max_header_bytes)]
+
+
 SERVICE_HTTP = {
     "shipped": _shipped_http_options,
     "httptools": lambda: ["--http", "httptools"],
-    "h11": lambda: ["--http", "h11"],
+    "h11": _h11_options,
 }
 
 
@@ -115,9 +126,9 @@ def _arguments() -> argparse.Namespace:
         "--service-http",
         choices=sorted(SERVICE_HTTP),
         default="shipped",
-        help="the service's HTTP protocol: as the image runs it (h11 with the limits of "
-        "orders.httpguard), or plain httptools / h11 without limits (the reference always "
-        "runs httptools)",
+        help="the service's HTTP protocol: as the image runs it (httptools guarded by "
+        "orders.httpguard), plain httptools with no limits, or h11 with uvicorn's limits "
+        "(the reference always runs plain httptools)",
     )
     parser.add_argument(
         "--baseline",

@@ -10,9 +10,9 @@ and 130) with a log line, so stopping a container that waits for its database is
 Several replicas may start at once: `alembic/env.py` holds a PostgreSQL advisory lock while
 migrating, so exactly one of them applies the migrations.
 
-uvicorn runs with the HTTP limits of `ServerLimits` (`HTTP_*` settings): the h11 protocol
-guarded by `orders.httpguard` (header size, header count, header-read timeout), the
-keep-alive timeout and the concurrency limit.
+uvicorn runs with the HTTP limits of `ServerLimits` (`HTTP_*` settings): the httptools
+protocol guarded by `orders.httpguard` (header size, header count, header-read timeout),
+the keep-alive timeout and the concurrency limit.
 
 Environment, besides the service's own settings:
 
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("orders.entrypoint")
 
 APP_FACTORY = "orders.app:create_app"
-HTTP_PROTOCOL = "orders.httpguard:GuardedH11Protocol"
+HTTP_PROTOCOL = "orders.httpguard:GuardedHttpToolsProtocol"
 DEFAULT_DB_WAIT_SECONDS = 60.0
 DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 20
 WAIT_INTERVAL_SECONDS = 1.0
@@ -128,16 +128,10 @@ def server_command(extra: Sequence[str], env: Mapping[str, str]) -> list[str]:
 
 
 def server_limit_options(limits: ServerLimits) -> list[str]:
-    """uvicorn options for the HTTP limits: the guarded h11 protocol and uvicorn's own bounds.
-
-    h11's own bound on a buffered event is set above the guard's, so that the guard answers
-    an oversized head first (431) and h11's bound only stops what the guard never sees.
-    """
+    """uvicorn options for the HTTP limits: the guarded protocol and uvicorn's own bounds."""
     return [
         "--http",
         HTTP_PROTOCOL,
-        "--h11-max-incomplete-event-size",
-        str(2 * limits.http_max_header_bytes),
         "--timeout-keep-alive",
         str(limits.http_keep_alive_seconds),
         "--limit-concurrency",

@@ -88,6 +88,24 @@ def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
     return received, time.monotonic() - started
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response (head and Content-Length body) from a connection kept open."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {received!r}"
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
 def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
@@ -124,6 +142,30 @@ def test_an_unfinished_huge_header_is_cut_off_without_waiting_for_its_end(
         sock.sendall(b"GET /health/live HTTP/1.1\r\nX-Big: " + b"a" * (64 * 1024))
         response, _ = read_until_closed(sock)
     assert status_of(response) == 431
+
+
+def test_a_head_just_over_the_size_limit_is_431(server: tuple[str, int]) -> None:
+    # Small enough to arrive in one read: the guard must count what was parsed, too.
+    with connect(server) as sock:
+        sock.sendall(request("/health/live", "X-Big: " + "a" * (17 * 1024)))
+        response, _ = read_until_closed(sock)
+    assert status_of(response) == 431
+
+
+def test_requests_follow_each_other_on_one_connection(server: tuple[str, int]) -> None:
+    with connect(server) as sock:
+        sock.sendall(request("/health/live"))
+        first = read_response(sock)
+        # A body the route does not read, then the next request on the same connection.
+        sock.sendall(
+            b"POST /health/live HTTP/1.1\r\nHost: orders.test\r\nContent-Length: 5\r\n\r\nhello"
+        )
+        second = read_response(sock)
+        sock.sendall(request("/health/live", "Connection: close"))
+        third, _ = read_until_closed(sock)
+    assert status_of(first) == 200
+    assert status_of(second) == 405
+    assert status_of(third) == 200
 
 
 def test_too_many_headers_are_431(server: tuple[str, int]) -> None:

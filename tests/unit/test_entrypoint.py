@@ -154,11 +154,9 @@ def test_the_server_runs_with_the_http_limits() -> None:
     def option(name: str) -> str:
         return command[command.index(name) + 1]
 
-    assert option("--http") == "orders.httpguard:GuardedH11Protocol"
+    assert option("--http") == "orders.httpguard:GuardedHttpToolsProtocol"
     assert option("--timeout-keep-alive") == "5"
     assert option("--limit-concurrency") == "256"
-    # h11's own bound stays above the guard's 16 KiB, so that the guard answers first.
-    assert int(option("--h11-max-incomplete-event-size")) > 16 * 1024
 
 
 def test_the_http_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
