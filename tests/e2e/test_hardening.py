@@ -109,3 +109,20 @@ async def test_malformed_json_is_still_reported_as_malformed(client: httpx.Async
 
     assert response.status_code == 400
     assert response.json() == {"detail": "Malformed JSON body"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/docs/orders/assets/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/docs/orders/assets/..%2f..%2f..%2fetc%2fpasswd",
+        "/docs/orders/assets/%2e%2e%2f%2e%2e%2fsettings.py",
+    ],
+)
+async def test_the_docs_assets_do_not_leave_their_directory(
+    anonymous: httpx.AsyncClient, path: str
+) -> None:
+    response = await anonymous.get(httpx.URL(path))
+
+    assert response.status_code == 404
+    assert b"root:" not in response.content
