@@ -41,7 +41,7 @@ def limits() -> ServerLimits:
 
 
 def _response(status: int, reason: str, detail: str) -> bytes:
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps({"detail": detail}, separators=(",", ":")).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\n"
         "content-type: application/json\r\n"
