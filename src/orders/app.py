@@ -87,6 +87,8 @@ def create_app(
             str(settings.jwt_jwks_url),
             cache_seconds=settings.jwks_cache_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            max_bytes=settings.jwks_max_bytes,
+            fetch_timeout=settings.jwks_fetch_timeout_seconds,
         )
         views = SqlOrderViews(engine)
         service = OrderService(
