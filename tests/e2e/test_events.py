@@ -7,13 +7,10 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import aio_pika
 import asyncpg
 import httpx
-import pytest
 from aio_pika.abc import AbstractConnection
 from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
@@ -26,39 +23,6 @@ from tests.support import asyncpg_dsn, client_for, place
 
 LATTE = {"product": "latte", "size": "big", "quantity": 2}
 MOCHA = {"product": "mocha", "size": "small", "quantity": 1}
-
-
-@pytest.fixture(scope="session")
-def vhost() -> Iterator[VirtualHost]:
-    host = VirtualHost()
-    host.create()
-    yield host
-    host.delete()
-
-
-@pytest.fixture
-async def amqp(vhost: VirtualHost) -> AsyncIterator[AbstractConnection]:
-    connection = await aio_pika.connect(vhost.url)
-    async with connection:
-        yield connection
-
-
-@pytest.fixture
-async def events_app(
-    clean_database: str,
-    key_pair: tuple[bytes, bytes],
-    vhost: VirtualHost,
-    collaborators: httpx.AsyncBaseTransport,
-) -> AsyncIterator[Starlette]:
-    settings = make_settings(
-        clean_database,
-        key_pair[1],
-        broker_url=vhost.url,
-        relay_idle_seconds=0.05,
-        relay_retry_max_seconds=0.5,
-    )
-    async with LifespanManager(create_app(settings, transport=collaborators)) as manager:
-        yield manager.app  # type: ignore[misc]
 
 
 async def outbox_rows(database_url: str) -> list[dict[str, Any]]:

@@ -292,8 +292,9 @@ class StatusConsumer(_Worker):
 
     Handled (applied, already so, or a duplicate): acknowledged. Never handleable (malformed,
     unknown order, a transition the order refuses): dead-lettered at once with the reason.
-    Failed for a reason that may pass (the database down): returned to the queue after a
-    short pause, and dead-lettered once it has been tried `max_attempts` times.
+    Failed for a reason that may pass (the database down, or `delivered` overtaking
+    `dispatched`): returned to the queue after a short pause, and dead-lettered once it has
+    been tried `max_attempts` times.
     """
 
     name = "status consumer"

@@ -15,13 +15,22 @@ from enum import StrEnum
 from typing import Final
 from uuid import UUID
 
-from orders.domain import Action, OrderNotFound
+from orders.domain import Action, InvalidTransition, OrderNotFound, OrderStatus
 from orders.service.ports import ServiceError, UnitOfWork
 
 # (exchange, routing key) of each kind of news, and what it does to the order.
 KITCHEN_DISPATCHED: Final = ("kitchen", "schedule.dispatched")
 DELIVERY_DELIVERED: Final = ("delivery", "order.delivered")
 _ACTIONS: Final = {KITCHEN_DISPATCHED: Action.DISPATCH, DELIVERY_DELIVERED: Action.DELIVER}
+
+
+class NewsTooEarly(ServiceError):
+    """Delivery says an order arrived that the kitchen has not dispatched yet: the two
+    messages crossed. Worth another try shortly; refused for good if it stays so."""
+
+    def __init__(self, news: StatusNews) -> None:
+        super().__init__(f"order {news.order_id} is not dispatched yet")
+        self.news = news
 
 
 class MalformedMessage(ServiceError):
@@ -87,8 +96,9 @@ class StatusService:
     async def apply(self, message_id: str, news: StatusNews) -> Outcome:
         """Move the order as the news says, once for this `message_id`.
 
-        Raises OrderNotFound, InvalidTransition (e.g. delivered before dispatched, or news of a
-        cancelled order), or StorageUnavailable; then nothing is recorded, not even the id.
+        Raises OrderNotFound, InvalidTransition (e.g. news of a cancelled order), NewsTooEarly
+        (delivered before dispatched: try again later) or StorageUnavailable; then nothing is
+        recorded, not even the id.
         """
         async with self._uow() as uow:
             if not await uow.inbox.add(message_id):
@@ -96,7 +106,12 @@ class StatusService:
             order = await uow.orders.find(news.order_id, for_update=True)
             if order is None:
                 raise OrderNotFound(news.order_id)
-            changed = order.advance(news.action, self._clock())
+            try:
+                changed = order.advance(news.action, self._clock())
+            except InvalidTransition:
+                if news.action is Action.DELIVER and order.status is OrderStatus.PROGRESS:
+                    raise NewsTooEarly(news) from None
+                raise
             if changed:
                 await uow.orders.save(order)
             await uow.commit()
