@@ -14,6 +14,7 @@ import aio_pika
 import asyncpg
 import httpx
 from aio_pika.abc import AbstractConnection
+from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
@@ -25,10 +26,12 @@ from orders.adapters.events import (
     declare_status_queue,
 )
 from orders.adapters.unit_of_work import SqlUnitOfWork
+from orders.app import create_app
 from orders.service.status import StatusService
 from orders.settings import DatabaseSettings
-from tests.broker import Listener, VirtualHost, listen
-from tests.conftest import TokenFactory
+from orders.standins import Courier, create_standins
+from tests.broker import Listener, VirtualHost, check_event, listen
+from tests.conftest import TokenFactory, make_settings
 from tests.support import asyncpg_dsn, client_for, place
 
 LATTE = {"product": "latte", "size": "big", "quantity": 2}
@@ -214,3 +217,39 @@ async def test_a_database_outage_retries_then_dead_letters(
     finally:
         await consumer.stop()
         await engine.dispose()
+
+
+async def test_an_order_travels_to_delivered_through_the_broker(
+    clean_database: str,
+    key_pair: tuple[bytes, bytes],
+    vhost: VirtualHost,
+    amqp: AbstractConnection,
+    token_for: TokenFactory,
+) -> None:
+    # The kitchen stand-in dispatches and delivery delivers, over the broker, on their own.
+    courier = Courier(vhost.url, dispatch_seconds=0.1, delivery_seconds=0.1)
+    standins = httpx.ASGITransport(app=create_standins(courier=courier))
+    settings = make_settings(
+        clean_database, key_pair[1], broker_url=vhost.url, relay_idle_seconds=0.05
+    )
+    listener = await listen(amqp, "orders", "#")
+    async with (
+        LifespanManager(create_app(settings, transport=standins)) as manager,
+        client_for(manager.app, token_for("alice")) as client,
+    ):
+        order = (await place(client, LATTE))["id"]
+        assert (await client.post(f"/orders/{order}/pay")).json()["status"] == "progress"
+        await until_status(client, order, "delivered")
+        await listener.wait_for(lambda messages: len(messages) == 5, within=20)
+        await courier.close()
+    assert [key for key, _ in courier.sent] == ["schedule.dispatched", "order.delivered"]
+    assert [m.event["type"] for m in listener.messages] == [
+        "order.placed",
+        "order.paid",
+        "order.scheduled",
+        "order.dispatched",
+        "order.delivered",
+    ]
+    for message in listener.messages:
+        check_event(message.event)
+    assert listener.messages[-1].event["order"]["status"] == "delivered"
