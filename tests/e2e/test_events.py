@@ -16,7 +16,10 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
+from orders.adapters.database import make_engine
+from orders.adapters.events import EventCounts, OutboxRelay
 from orders.app import create_app
+from orders.settings import DatabaseSettings
 from tests.broker import VirtualHost, by_order, check_event, listen
 from tests.conftest import ROOT, TokenFactory, make_settings
 from tests.support import asyncpg_dsn, client_for, place
@@ -200,3 +203,45 @@ async def test_a_relay_killed_mid_batch_loses_nothing(
     for order, events in by_order(listener.messages).items():
         expected = 2 if order in orders[:50] else 1
         assert [sequence for sequence, _ in events] == list(range(1, expected + 1))
+
+
+async def test_relays_side_by_side_keep_each_order_in_sequence(
+    clean_database: str,
+    key_pair: tuple[bytes, bytes],
+    vhost: VirtualHost,
+    amqp: AbstractConnection,
+    collaborators: httpx.AsyncBaseTransport,
+    token_for: TokenFactory,
+) -> None:
+    settings = make_settings(clean_database, key_pair[1], broker_url=vhost.url, relay_enabled=False)
+    async with (
+        LifespanManager(create_app(settings, transport=collaborators)) as manager,
+        client_for(manager.app, token_for("alice")) as client,
+    ):
+        orders = [(await place(client, LATTE))["id"] for _ in range(30)]
+        for _ in range(4):
+            for order in orders:
+                response = await client.put(f"/orders/{order}", json={"order": [MOCHA]})
+                assert response.status_code == 200
+    listener = await listen(amqp, "orders", "#")
+    engine = make_engine(DatabaseSettings(database_url=clean_database))
+    counts = EventCounts()
+    # Three relays with tiny batches: each pass takes a few orders, the others skip them.
+    relays = [
+        OutboxRelay(engine, vhost.url, counts, batch_size=3, idle_seconds=0.01, retry_max=0.5)
+        for _ in range(3)
+    ]
+    for relay in relays:
+        relay.start()
+    try:
+        await listener.wait_for(lambda messages: len(messages) >= 150, within=60)
+        await asyncio.sleep(0.3)
+    finally:
+        for relay in relays:
+            await relay.stop()
+        await engine.dispose()
+    assert len(listener.messages) == 150
+    assert counts.published == 150
+    check_messages(listener.messages)
+    for events in by_order(listener.messages).values():
+        assert events == [(1, "order.placed")] + [(n, "order.updated") for n in range(2, 6)]
