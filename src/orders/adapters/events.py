@@ -30,6 +30,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
+from uuid import UUID
 
 import aio_pika
 from aio_pika.abc import (
@@ -191,7 +192,7 @@ class OutboxRelay(_Worker):
 
     async def publish_batch(self, exchange: AbstractExchange) -> int:
         """Publish one batch; return how many events were confirmed."""
-        confirmed: list[Any] = []
+        confirmed: list[UUID] = []
 
         async def publish_order(events: list[outbox.OutboxEvent]) -> None:
             for event in events:
