@@ -107,6 +107,10 @@ async def _watch(server_url: str) -> None:
         while True:
             try:
                 waiting, total, lag = await connection.fetchrow(LAG)
+            except asyncpg.UndefinedTableError:
+                # Not migrated yet.
+                await asyncio.sleep(0.5)
+                continue
             except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
                 break
             samples.append((time.perf_counter(), waiting, total, float(lag)))
