@@ -23,11 +23,13 @@ from starlette.middleware import Middleware
 
 from orders.adapters.collaborators import HttpKitchen, HttpPayments, make_http_client
 from orders.adapters.database import make_engine, ping
+from orders.adapters.events import build_workers
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.logs import configure_logging
 from orders.service.orders import OrderService
 from orders.service.reconciler import Reconciler
+from orders.service.status import StatusService
 from orders.settings import ConfigurationError, Settings
 from orders.web.errors import EXCEPTION_HANDLERS
 from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -106,12 +108,22 @@ def create_app(
             interval=settings.reconcile_interval_seconds,
             batch_size=settings.reconcile_batch_size,
         )
+        # Order events: the outbox relay and the status consumer run here, beside the API,
+        # when BROKER_URL is set (see orders.adapters.events).
+        events = build_workers(
+            engine,
+            StatusService(partial(SqlUnitOfWork, engine)),
+            settings,
+            relay=True,
+            consumer=True,
+        )
         # Everything made so far lives as long as the process: keep it out of the cyclic
         # garbage collector's full passes, which otherwise stall requests for milliseconds.
         gc.collect()
         gc.freeze()
         if settings.reconcile_enabled:
             reconciler.start()
+        events.start()
         logger.info("orders service starting")
         try:
             yield {
@@ -119,8 +131,10 @@ def create_app(
                 "verifier": TokenVerifier.from_settings(settings, keys),
                 "create_order_schema": create_order,
                 "database_ready": partial(ping, engine, READY_TIMEOUT_SECONDS),
+                "events": events,
             }
         finally:
+            await events.stop()
             await reconciler.stop()
             await client.aclose()
             await engine.dispose()

@@ -1,7 +1,8 @@
 """Configuration, read once from the environment (and secret files) and validated.
 
 `DatabaseSettings` holds what every process that talks to the database needs (the server,
-Alembic, the container entrypoint); `Settings` adds what the HTTP service needs. Nothing
+Alembic, the container entrypoint); `EventSettings` adds the broker (the event worker);
+`Settings` adds what the HTTP service needs. Nothing
 here is instantiated at import: call `Settings.load()` where the process starts.
 """
 
@@ -127,7 +128,48 @@ class MigrationSettings(DatabaseSettings):
     )
 
 
-class Settings(DatabaseSettings):
+class EventSettings(DatabaseSettings):
+    """Order events over RabbitMQ (DESIGN §3.1; see orders.adapters.events): what the API
+    process and `python -m orders.worker` need. With no BROKER_URL nothing connects and
+    events wait in the outbox."""
+
+    broker_url: SecretStr | None = Field(
+        default=None, description="amqp:// or amqps:// URL of the RabbitMQ virtual host."
+    )
+    relay_enabled: bool = Field(
+        default=True, description="Publish the outbox from this process (needs BROKER_URL)."
+    )
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_idle_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds between two looks at an empty outbox."
+    )
+    outbox_keep_hours: float = Field(
+        default=168.0, gt=0, description="Hours published events stay in the outbox table."
+    )
+    relay_retry_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait between two tries to reach the broker."
+    )
+    consumer_enabled: bool = Field(
+        default=True, description="Apply kitchen's and delivery's news (needs BROKER_URL)."
+    )
+    consumer_queue: str = Field(default="orders.status", min_length=1, max_length=200)
+    consumer_prefetch: int = Field(default=20, ge=1, le=1000)
+    consumer_max_attempts: int = Field(
+        default=5, ge=1, le=50, description="Tries of a message before it is dead-lettered."
+    )
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _amqp(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw == "":
+            return None
+        if isinstance(raw, str) and not raw.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+
+class Settings(EventSettings):
     """Everything the orders HTTP service reads from its environment."""
 
     # Identity (DESIGN §4): exactly one key source.

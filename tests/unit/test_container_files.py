@@ -340,8 +340,8 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def test_the_stack_has_the_database_keys_stand_ins_and_api(services: dict[str, Any]) -> None:
-    assert set(services) == {"db", "keys", "standins", "api"}
+def test_the_stack_has_the_database_broker_keys_stand_ins_and_api(services: dict[str, Any]) -> None:
+    assert set(services) == {"db", "rabbitmq", "keys", "standins", "api"}
 
 
 def test_every_image_name_is_fully_qualified(services: dict[str, Any]) -> None:
@@ -400,6 +400,7 @@ def test_database_credentials_come_from_secret_files(compose: dict[str, Any]) ->
 def test_the_api_talks_to_the_stack(services: dict[str, Any]) -> None:
     env = {key: with_defaults(str(value)) for key, value in services["api"]["environment"].items()}
     assert env["PAYMENTS_URL"] == env["KITCHEN_URL"] == "http://standins:8001"
+    assert "@rabbitmq:5672/" in env["BROKER_URL"]
     assert env["JWT_PUBLIC_KEY_FILE"].startswith("/")
 
 
