@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -26,6 +27,11 @@ from orders.adapters.database import make_engine, ping
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.logs import configure_logging
+from orders.observability.metrics import Metrics
+from orders.observability.middleware import RequestMetricsMiddleware, TracingMiddleware
+from orders.observability.pool import instrument_engine, measured_pool_class, release_engine
+from orders.observability.server import start_metrics_server
+from orders.observability.tracing import Tracing, TracingConfigurationError
 from orders.service.orders import OrderService
 from orders.settings import ConfigurationError, Settings
 from orders.web.errors import EXCEPTION_HANDLERS
@@ -70,17 +76,30 @@ def create_app(
     try:
         settings = settings if settings is not None else Settings.load()
         static_keys = _static_keys(settings)
-    except ConfigurationError as error:
+        tracing = Tracing.from_environment(os.environ)
+    except (ConfigurationError, TracingConfigurationError) as error:
         raise SystemExit(f"orders: {error}") from None
 
     configure_logging(settings.log_level, settings.log_format)
     create_order = create_order_schema(settings.max_items_per_order)
     openapi_document = to_json(build_openapi(create_order))
+    metrics = Metrics(commit=settings.build_commit)
+    pool_capacity = settings.db_pool_size + settings.db_max_overflow
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = make_engine(settings)
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server = await start_metrics_server(
+                metrics, settings.metrics_host, settings.metrics_port
+            )
+        engine = make_engine(
+            settings, poolclass=measured_pool_class(metrics, settings.db_max_overflow)
+        )
+        instrument_engine(engine, metrics, pool_capacity)
         client = make_http_client(settings, transport)
+        if tracing is not None:
+            tracing.start(client)
         keys: KeySource = static_keys or JwksKeys(
             client,
             str(settings.jwt_jwks_url),
@@ -107,16 +126,30 @@ def create_app(
                 "database_ready": partial(ping, engine, READY_TIMEOUT_SECONDS),
             }
         finally:
+            if metrics_server is not None:
+                await metrics_server.stop()
             await client.aclose()
             await engine.dispose()
+            release_engine(metrics, pool_capacity)
+            if tracing is not None:
+                tracing.stop()
             # Whatever was frozen can be collected again (it matters where apps come and go,
             # as in tests).
             gc.unfreeze()
             logger.info("orders service stopped: connections closed")
 
+    # Outermost, so that they see the status the client got and the span is current while
+    # the request's log line is written; when off, they are not in the stack at all.
+    observing = []
+    if tracing is not None:
+        observing.append(Middleware(TracingMiddleware, tracer=tracing.tracer))
+    if settings.metrics_port is not None:
+        observing.append(Middleware(RequestMetricsMiddleware, metrics=metrics))
+
     return Starlette(
         routes=routes(openapi_document),
         middleware=[
+            *observing,
             Middleware(RequestContextMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],
