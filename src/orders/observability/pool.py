@@ -27,6 +27,10 @@ def measured_pool_class(metrics: Metrics, max_overflow: int) -> type[AsyncAdapte
     """
 
     class MeasuredPool(AsyncAdaptedQueuePool):
+        # SQLAlchemy names a pool's logger after its class's module: keep it among
+        # SQLAlchemy's loggers (quiet by default), not under the service's `orders` logger.
+        __module__ = AsyncAdaptedQueuePool.__module__
+
         def connect(self) -> PoolProxiedConnection:
             # Opened connections are size() + overflow(); no idle one and no room: it waits.
             if self.checkedin() > 0 or self.overflow() < max_overflow:
