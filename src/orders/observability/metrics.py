@@ -218,13 +218,14 @@ class Metrics:
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         """One answered request; `route` is its template (never the raw path)."""
+        if method not in _METHODS:
+            method = "OTHER"
         key = (route, method, status)
         children = self._request_children.get(key)
         if children is None:
-            label = method if method in _METHODS else "OTHER"
             children = (
-                self.requests.labels(route, label, str(status)),
-                self.request_duration.labels(route, label),
+                self.requests.labels(route, method, str(status)),
+                self.request_duration.labels(route, method),
             )
             self._request_children[key] = children
         counter, histogram = children
