@@ -168,9 +168,11 @@ class Metrics:
             multiprocess_mode="livemostrecent",
             registry=owner,
         )
+        # By kind, so that the series exists only once something has counted.
         self.pending_counted = Gauge(
             "orders_pending_outcomes_counted_timestamp_seconds",
-            "When the pending outcomes were last counted (Unix time).",
+            "When the pending outcomes of each kind were last counted (Unix time).",
+            ["kind"],
             multiprocess_mode="livemostrecent",
             registry=owner,
         )
@@ -258,7 +260,7 @@ class Metrics:
             raise ValueError(f"kind must be one of {sorted(PENDING_KINDS)}, not {kind!r}")
         self.pending.labels(kind).set(count)
         self.pending_oldest_age.labels(kind).set(oldest_age_seconds if count else 0.0)
-        self.pending_counted.set(time.time())
+        self.pending_counted.labels(kind).set(time.time())
 
     def statement_error(self, sqlstate: str | None) -> None:
         """One failed statement; `sqlstate` is the server's code, None when there is none."""
