@@ -62,12 +62,14 @@ def test_statement_errors_are_counted_by_sqlstate_class() -> None:
     metrics.statement_error("23505")
     metrics.statement_error("23503")
     metrics.statement_error("57014")
+    metrics.statement_error(None, disconnect=True)
     metrics.statement_error(None)
     metrics.statement_error("??")
     errors = "orders_db_statement_errors_total"
     assert sample(metrics, errors, sqlstate_class="23") == 2
     assert sample(metrics, errors, sqlstate_class="57") == 1
     assert sample(metrics, errors, sqlstate_class="connection") == 1
+    assert sample(metrics, errors, sqlstate_class="driver") == 1
     assert sample(metrics, errors, sqlstate_class="other") == 1
 
 

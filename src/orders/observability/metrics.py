@@ -202,7 +202,8 @@ class Metrics:
         self.statement_errors = Counter(
             "orders_db_statement_errors",
             "Statements that failed, by SQLSTATE class (23 integrity, 40 rollback, 57 "
-            "operator intervention, ...) or `connection` when the driver lost the server.",
+            "operator intervention, ...), `connection` when the connection was lost, `driver` "
+            "when the driver refused it before sending.",
             ["sqlstate_class"],
             registry=owner,
         )
@@ -262,12 +263,13 @@ class Metrics:
         self.pending_oldest_age.labels(kind).set(oldest_age_seconds if count else 0.0)
         self.pending_counted.labels(kind).set(time.time())
 
-    def statement_error(self, sqlstate: str | None) -> None:
-        """One failed statement; `sqlstate` is the server's code, None when there is none."""
-        if sqlstate is None:
-            label = "connection"
-        else:
+    def statement_error(self, sqlstate: str | None, *, disconnect: bool = False) -> None:
+        """One failed statement: by the class of the server's SQLSTATE; without one,
+        `connection` when the connection was lost, else `driver` (refused before sending)."""
+        if sqlstate is not None:
             label = sqlstate[:2] if _SQLSTATE_CLASS.match(sqlstate[:2]) else "other"
+        else:
+            label = "connection" if disconnect else "driver"
         self.statement_errors.labels(label).inc()
 
     # -- exposition ------------------------------------------------------------------------

@@ -69,7 +69,9 @@ def instrument_engine(engine: AsyncEngine, metrics: Metrics, capacity: int) -> N
         in_use.dec()
 
     def failed(context: ExceptionContext) -> None:
-        metrics.statement_error(_sqlstate(context.original_exception))
+        metrics.statement_error(
+            _sqlstate(context.original_exception), disconnect=context.is_disconnect
+        )
 
     event.listen(engine.sync_engine.pool, "checkout", checkout)
     event.listen(engine.sync_engine.pool, "checkin", checkin)
