@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Final, Literal, get_args
@@ -148,7 +149,7 @@ class Metrics:
             buckets=_CALL_BUCKETS,
             registry=owner,
         )
-        self.order_events = Counter(
+        self.transitions = Counter(
             "orders_order_events",
             "Orders by transition: events recorded, by type (order.placed, order.paid, ...).",
             ["type"],
@@ -235,13 +236,13 @@ class Metrics:
         counter.inc()
         histogram.observe(seconds)
 
-    def collaborator_call(
-        self, service: str, operation: str, outcome: CallOutcome, seconds: float
-    ) -> None:
+    def collaborator_call(self, service: str, operation: str, outcome: str, seconds: float) -> None:
         """One call to payments or kitchen (`operation`: charge, refund, schedule, cancel).
 
-        `outcome`: ok; refused (the collaborator said no, e.g. an invalid payment); unknown
-        (it may have taken effect: a timeout after sending, a 5xx); failed (it surely did not).
+        `outcome` (a `CallOutcome`): ok; refused (the collaborator said no, e.g. an invalid
+        payment); unknown (it may have taken effect: a timeout after sending, a 5xx); failed
+        (it surely did not). Plain `str`, checked here, so that the method can be handed
+        where any `(service, operation, outcome, seconds)` callback is taken.
         """
         if outcome not in CALL_OUTCOMES:
             raise ValueError(f"outcome must be one of {sorted(CALL_OUTCOMES)}, not {outcome!r}")
@@ -252,7 +253,12 @@ class Metrics:
         """One order transition, by the type of the event it recorded (`order.paid`)."""
         if not _EVENT_TYPE.match(event_type):
             raise ValueError(f"not an order event type: {event_type!r}")
-        self.order_events.labels(event_type).inc()
+        self.transitions.labels(event_type).inc()
+
+    def order_events(self, event_types: Iterable[str]) -> None:
+        """Several transitions at once: the types of the events one transaction committed."""
+        for event_type in event_types:
+            self.order_event(event_type)
 
     def pending_outcomes(self, kind: PendingKind, count: int, oldest_age_seconds: float) -> None:
         """How many outcomes of `kind` are pending and how old the oldest is, as just counted
