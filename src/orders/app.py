@@ -10,9 +10,9 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from orders.adapters.collaborators import HttpKitchen, HttpPayments, make_http_c
 from orders.adapters.database import make_engine, ping
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
+from orders.domain import OrderEvent
 from orders.logs import configure_logging
 from orders.observability.metrics import Metrics
 from orders.observability.middleware import RequestMetricsMiddleware, TracingMiddleware
@@ -33,6 +34,8 @@ from orders.observability.pool import instrument_engine, measured_pool_class, re
 from orders.observability.server import start_metrics_server
 from orders.observability.tracing import Tracing, TracingConfigurationError
 from orders.service.orders import OrderService
+from orders.service.ports import PendingCount
+from orders.service.reconciler import Reconciler
 from orders.settings import ConfigurationError, Settings
 from orders.web.errors import EXCEPTION_HANDLERS
 from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -62,6 +65,17 @@ def _static_keys(settings: Settings) -> StaticKeys | None:
     else:
         return None
     return StaticKeys(pem, settings.jwt_algorithms, setting=setting)
+
+
+def _report_events(metrics: Metrics, events: Sequence[OrderEvent]) -> None:
+    metrics.order_events(event.type for event in events)
+
+
+def _report_pending(metrics: Metrics, counts: Sequence[PendingCount]) -> None:
+    now = datetime.now(UTC)
+    for pending in counts:
+        age = (now - pending.oldest).total_seconds() if pending.oldest is not None else 0.0
+        metrics.pending_outcomes(pending.pending.value, pending.count, age)
 
 
 def create_app(
@@ -105,18 +119,42 @@ def create_app(
             str(settings.jwt_jwks_url),
             cache_seconds=settings.jwks_cache_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            max_bytes=settings.jwks_max_bytes,
+            fetch_timeout=settings.jwks_fetch_timeout_seconds,
         )
+        views = SqlOrderViews(engine)
         service = OrderService(
-            partial(SqlUnitOfWork, engine),
-            SqlOrderViews(engine),
-            HttpPayments(client, str(settings.payments_url)),
-            HttpKitchen(client, str(settings.kitchen_url)),
+            partial(SqlUnitOfWork, engine, on_committed=partial(_report_events, metrics)),
+            views,
+            HttpPayments(
+                client,
+                str(settings.payments_url),
+                settings.http_call_deadline,
+                on_call=metrics.collaborator_call,
+            ),
+            HttpKitchen(
+                client,
+                str(settings.kitchen_url),
+                settings.http_call_deadline,
+                on_call=metrics.collaborator_call,
+            ),
             lease=timedelta(seconds=settings.action_lease_seconds),
+            retry_base=timedelta(seconds=settings.reconcile_interval_seconds),
+            retry_max=timedelta(seconds=settings.reconcile_retry_max_seconds),
+        )
+        reconciler = Reconciler(
+            service,
+            views,
+            interval=settings.reconcile_interval_seconds,
+            batch_size=settings.reconcile_batch_size,
+            on_pending=partial(_report_pending, metrics),
         )
         # Everything made so far lives as long as the process: keep it out of the cyclic
         # garbage collector's full passes, which otherwise stall requests for milliseconds.
         gc.collect()
         gc.freeze()
+        if settings.reconcile_enabled:
+            reconciler.start()
         logger.info("orders service starting")
         try:
             yield {
@@ -126,6 +164,7 @@ def create_app(
                 "database_ready": partial(ping, engine, READY_TIMEOUT_SECONDS),
             }
         finally:
+            await reconciler.stop()
             if metrics_server is not None:
                 await metrics_server.stop()
             await client.aclose()

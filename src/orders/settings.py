@@ -26,6 +26,8 @@ from sqlalchemy.exc import ArgumentError
 # The asymmetric signatures python-jose's cryptography backend verifies (it has no PS*).
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 DEFAULT_SECRETS_DIR = "/run/secrets"
+# How many deadlines of collaborator calls one claim must outlive.
+CALLS_PER_CLAIM = 4
 # Query parameters of DATABASE_URL that reach asyncpg.connect() as they are.
 _URL_PARAMETERS = frozenset({"host", "port", "ssl", "direct_tls", "target_session_attrs"})
 
@@ -112,6 +114,19 @@ class DatabaseSettings(BaseSettings):
             raise ConfigurationError(_one_line(error)) from None
 
 
+class MigrationSettings(DatabaseSettings):
+    """What Alembic adds to the database settings when it migrates."""
+
+    # A migration waiting for a lock behind a long transaction would block every query
+    # queued behind it: give up instead, and let the next start try again.
+    db_migration_lock_timeout: float = Field(
+        default=5.0, gt=0, le=600, description="Seconds a migration waits for a table lock."
+    )
+    db_migration_statement_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds any single migration statement may take."
+    )
+
+
 class Settings(DatabaseSettings):
     """Everything the orders HTTP service reads from its environment."""
 
@@ -127,6 +142,14 @@ class Settings(DatabaseSettings):
     jwks_min_refresh_seconds: float = Field(
         default=30.0, ge=0, description="Least time between two JWKS fetches."
     )
+    # Keys fetched over plain http can be replaced by anyone on the path: only for local use.
+    jwt_jwks_allow_http: bool = False
+    jwks_max_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest JWKS accepted."
+    )
+    jwks_fetch_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Deadline for one whole JWKS fetch."
+    )
 
     # Collaborators (DESIGN §3).
     payments_url: AnyHttpUrl
@@ -134,10 +157,27 @@ class Settings(DatabaseSettings):
     http_connect_timeout: float = Field(default=2.0, gt=0)
     http_read_timeout: float = Field(default=5.0, gt=0)
     http_connect_retries: int = Field(default=2, ge=0, le=5)
+    http_call_deadline: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one call to payments or kitchen may take in all, retries included.",
+    )
     action_lease_seconds: float = Field(
         default=60.0,
         gt=0,
         description="How long a pay or cancel in flight holds its order before others may retry.",
+    )
+
+    # Completing what was left unfinished, in the background (see service.reconciler).
+    reconcile_enabled: bool = True
+    reconcile_interval_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="Seconds between two looks for unfinished work."
+    )
+    reconcile_batch_size: int = Field(
+        default=20, ge=1, le=1000, description="Orders one worker takes on at a time."
+    )
+    reconcile_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between two tries of an unknown outcome."
     )
 
     # HTTP and operations.
@@ -183,6 +223,17 @@ class Settings(DatabaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _calls_end_inside_the_lease(self) -> Self:
+        # A claim covers up to three calls (find a schedule, cancel it, refund) besides its
+        # transactions: it must outlive them all, or another worker takes over mid-call.
+        if self.action_lease_seconds < CALLS_PER_CLAIM * self.http_call_deadline:
+            raise ValueError(
+                f"ACTION_LEASE_SECONDS ({self.action_lease_seconds:g}) must be at least "
+                f"{CALLS_PER_CLAIM} times HTTP_CALL_DEADLINE ({self.http_call_deadline:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_key_source(self) -> Self:
         given = [
             name
@@ -199,3 +250,45 @@ class Settings(DatabaseSettings):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         return self
+
+    @model_validator(mode="after")
+    def _jwks_over_https(self) -> Self:
+        if (
+            self.jwt_jwks_url is not None
+            and self.jwt_jwks_url.scheme != "https"
+            and not self.jwt_jwks_allow_http
+        ):
+            raise ValueError(
+                "JWT_JWKS_URL must be an https:// URL (plain http only with "
+                "JWT_JWKS_ALLOW_HTTP=true, for local use)"
+            )
+        return self
+
+
+class ServerLimits(BaseSettings):
+    """The HTTP server's limits (`orders.httpguard` and the uvicorn command line)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds a client has to send a request head."
+    )
+    # Enough for an 8 KiB bearer token and the usual headers of browsers and proxies.
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=1024 * 1024)
+    http_max_headers: int = Field(default=100, ge=10, le=1000)
+    http_keep_alive_seconds: int = Field(
+        default=5, ge=1, le=300, description="Seconds an idle connection stays open."
+    )
+    http_limit_concurrency: int = Field(
+        default=256,
+        ge=1,
+        description="Connections plus requests in progress per worker before 503.",
+    )
+
+    @classmethod
+    def load(cls) -> Self:
+        """Read the environment; raise ConfigurationError in one line."""
+        try:
+            return cls()
+        except ValidationError as error:
+            raise ConfigurationError(_one_line(error)) from None

@@ -1,16 +1,20 @@
 """A real Prometheus (Debian's package) scrapes a real server with two workers while requests
 flow; PromQL through its HTTP API sees every worker's requests added up, each worker's
-process, and the pending-outcomes gauge as the latest live writer set it."""
+process, and a charge left pending by payments answering 503, counted by the reconciler,
+then resolved once payments answers again."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,22 +23,54 @@ import pytest
 
 from tests.conftest import AUDIENCE, ISSUER, ROOT, TokenFactory
 from tests.e2e.test_shutdown import free_port, stop, wait_until_up
+from tests.support import LATTE
 
 pytestmark = pytest.mark.slow
 
 SCRAPE_INTERVAL = "1s"
-# Another process of the same deployment reporting pending outcomes, as the reconciler does:
-# one line on stdin per report ("charge 3 120"), the process ends when stdin closes.
-REPORTER = """
-import sys
-from orders.observability.metrics import Metrics
-metrics = Metrics()
-print("ready", flush=True)
-for line in sys.stdin:
-    kind, count, age = line.split()
-    metrics.pending_outcomes(kind, int(count), float(age))
-    print("reported", flush=True)
-"""
+
+
+class Payments:
+    """Payments and kitchen on a local HTTP server: payments answers 503 until `healthy`."""
+
+    def __init__(self) -> None:
+        self.healthy = threading.Event()
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path == "/payments" and not owner.healthy.is_set():
+                    status, answer = 503, {"detail": "down for maintenance"}
+                elif self.path == "/payments":
+                    status, answer = 201, {"payment_id": str(uuid.uuid4()), "status": "paid"}
+                else:
+                    status, answer = 201, {"id": "schedule-1"}
+                body = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def payments() -> Iterator[Payments]:
+    collaborator = Payments()
+    thread = threading.Thread(target=collaborator.server.serve_forever)
+    thread.start()
+    try:
+        yield collaborator
+    finally:
+        collaborator.server.shutdown()
+        collaborator.server.server_close()
+        thread.join()
 
 
 def binary(name: str) -> str:
@@ -60,6 +96,7 @@ def server(
     clean_database: str,
     key_pair: tuple[bytes, bytes],
     multiprocess_dir: Path,
+    payments: Payments,
 ) -> Iterator[tuple[str, int]]:
     """The service with two workers: (API URL, metrics port)."""
     api_port, metrics_port = free_port(), free_port()
@@ -70,8 +107,10 @@ def server(
         "JWT_PUBLIC_KEY": key_pair[1].decode(),
         "JWT_AUDIENCE": AUDIENCE,
         "JWT_ISSUER": ISSUER,
-        "PAYMENTS_URL": "http://127.0.0.1:9",
-        "KITCHEN_URL": "http://127.0.0.1:9",
+        "PAYMENTS_URL": payments.url,
+        "KITCHEN_URL": payments.url,
+        "RECONCILE_INTERVAL_SECONDS": "0.5",
+        "RECONCILE_RETRY_MAX_SECONDS": "1",
         "SECRETS_DIR": str(tmp_path / "no-secrets"),
         "WEB_CONCURRENCY": "2",
         "METRICS_PORT": str(metrics_port),
@@ -180,10 +219,10 @@ class Traffic:
             thread.join()
 
 
-def test_prometheus_sees_both_workers_and_the_pending_gauge(
+def test_prometheus_sees_both_workers_and_a_pending_charge(
     server: tuple[str, int],
     prometheus: str,
-    multiprocess_dir: Path,
+    payments: Payments,
     token_for: TokenFactory,
 ) -> None:
     url, _ = server
@@ -208,26 +247,28 @@ def test_prometheus_sees_both_workers_and_the_pending_gauge(
     # The public port does not serve the metrics.
     assert httpx.get(f"{url}/metrics").status_code == 404
 
+    # payments answers 503: the charge's outcome is unknown, so it stays pending and the
+    # reconciler (in both workers) counts it, through the metrics' pending_outcomes.
+    headers = {"Authorization": f"Bearer {token_for('alice')}"}
+    placed = httpx.post(f"{url}/orders", json={"order": [LATTE]}, headers=headers, timeout=10)
+    assert placed.status_code == 201, placed.text
+    paid = httpx.post(f"{url}/orders/{placed.json()['id']}/pay", headers=headers, timeout=10)
+    assert paid.status_code == 502, paid.text
     pending = 'max(orders_pending_outcomes{job="orders",kind="charge"})'
+    eventually(lambda: scalar(prometheus, pending) == 1, "one pending charge")
     age = 'max(orders_pending_outcome_oldest_age_seconds{job="orders",kind="charge"})'
-    with subprocess.Popen(
-        [sys.executable, "-c", REPORTER],
-        cwd=ROOT,
-        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(multiprocess_dir)},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as reporter:
-        assert reporter.stdin is not None
-        assert reporter.stdout is not None
-        assert reporter.stdout.readline() == "ready\n"
-        for count, oldest in ((3, 120), (5, 180)):
-            reporter.stdin.write(f"charge {count} {oldest}\n")
-            reporter.stdin.flush()
-            assert reporter.stdout.readline() == "reported\n"
-            # The latest value, not a sum over the processes that have the gauge.
-            eventually(lambda c=count: scalar(prometheus, pending) == c, f"{count} pending")
-            assert scalar(prometheus, age) == oldest
-        reporter.stdin.close()
-    # A process that is gone no longer reports a pending count.
-    eventually(lambda: scalar(prometheus, pending) is None, "the pending gauge gone")
+    assert (scalar(prometheus, age) or 0) > 0
+    assert scalar(prometheus, 'max(orders_pending_outcomes{job="orders",kind="refund"})') == 0
+    unknown = (
+        'sum(orders_collaborator_calls_total{job="orders",service="payments",'
+        'operation="charge",outcome="unknown"})'
+    )
+    assert (scalar(prometheus, unknown) or 0) >= 1
+    placed_events = 'sum(orders_order_events_total{job="orders",type="order.placed"})'
+    assert scalar(prometheus, placed_events) == 1
+
+    # payments is back: the reconciler repeats the charge, learns it, and nothing is pending.
+    payments.healthy.set()
+    eventually(lambda: scalar(prometheus, pending) == 0, "no pending charge")
+    paid_events = 'sum(orders_order_events_total{job="orders",type="order.paid"})'
+    eventually(lambda: scalar(prometheus, paid_events) == 1, "the order paid")

@@ -53,7 +53,7 @@ def test_pending_outcomes_hold_the_latest_count_and_age() -> None:
     assert sample(metrics, "orders_pending_outcome_oldest_age_seconds", kind="refund") == 40
     assert sample(metrics, "orders_pending_outcomes_counted_timestamp_seconds", kind="refund")
     with pytest.raises(ValueError, match="kind"):
-        metrics.pending_outcomes("payment", 1, 1.0)  # type: ignore[arg-type]
+        metrics.pending_outcomes("payment", 1, 1.0)
 
 
 def test_statement_errors_are_counted_by_sqlstate_class() -> None:

@@ -260,9 +260,10 @@ class Metrics:
         for event_type in event_types:
             self.order_event(event_type)
 
-    def pending_outcomes(self, kind: PendingKind, count: int, oldest_age_seconds: float) -> None:
-        """How many outcomes of `kind` are pending and how old the oldest is, as just counted
-        (in the database: every process and replica sees the same number)."""
+    def pending_outcomes(self, kind: str, count: int, oldest_age_seconds: float) -> None:
+        """How many outcomes of `kind` (a `PendingKind`) are pending and how old the oldest
+        is, as just counted (in the database: every process and replica sees the same
+        number)."""
         if kind not in PENDING_KINDS:
             raise ValueError(f"kind must be one of {sorted(PENDING_KINDS)}, not {kind!r}")
         self.pending.labels(kind).set(count)
