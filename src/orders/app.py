@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,15 @@ from orders.adapters.database import make_engine, ping
 from orders.adapters.events import build_workers
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
+from orders.domain import OrderEvent
 from orders.logs import configure_logging
+from orders.observability.metrics import Metrics
+from orders.observability.middleware import RequestMetricsMiddleware, TracingMiddleware
+from orders.observability.pool import instrument_engine, measured_pool_class, release_engine
+from orders.observability.server import start_metrics_server
+from orders.observability.tracing import Tracing, TracingConfigurationError
 from orders.service.orders import OrderService
+from orders.service.ports import PendingCount
 from orders.service.reconciler import Reconciler
 from orders.service.status import StatusService
 from orders.settings import ConfigurationError, Settings
@@ -61,6 +69,17 @@ def _static_keys(settings: Settings) -> StaticKeys | None:
     return StaticKeys(pem, settings.jwt_algorithms, setting=setting)
 
 
+def _report_events(metrics: Metrics, events: Sequence[OrderEvent]) -> None:
+    metrics.order_events(event.type for event in events)
+
+
+def _report_pending(metrics: Metrics, counts: Sequence[PendingCount]) -> None:
+    now = datetime.now(UTC)
+    for pending in counts:
+        age = (now - pending.oldest).total_seconds() if pending.oldest is not None else 0.0
+        metrics.pending_outcomes(pending.pending.value, pending.count, age)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -73,17 +92,30 @@ def create_app(
     try:
         settings = settings if settings is not None else Settings.load()
         static_keys = _static_keys(settings)
-    except ConfigurationError as error:
+        tracing = Tracing.from_environment(os.environ)
+    except (ConfigurationError, TracingConfigurationError) as error:
         raise SystemExit(f"orders: {error}") from None
 
     configure_logging(settings.log_level, settings.log_format)
     create_order = create_order_schema(settings.max_items_per_order)
     openapi_document = to_json(build_openapi(create_order))
+    metrics = Metrics(commit=settings.build_commit)
+    pool_capacity = settings.db_pool_size + settings.db_max_overflow
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        engine = make_engine(settings)
+        metrics_server = None
+        if settings.metrics_port is not None:
+            metrics_server = await start_metrics_server(
+                metrics, settings.metrics_host, settings.metrics_port
+            )
+        engine = make_engine(
+            settings, poolclass=measured_pool_class(metrics, settings.db_max_overflow)
+        )
+        instrument_engine(engine, metrics, pool_capacity)
         client = make_http_client(settings, transport)
+        if tracing is not None:
+            tracing.start(client)
         keys: KeySource = static_keys or JwksKeys(
             client,
             str(settings.jwt_jwks_url),
@@ -94,10 +126,20 @@ def create_app(
         )
         views = SqlOrderViews(engine)
         service = OrderService(
-            partial(SqlUnitOfWork, engine),
+            partial(SqlUnitOfWork, engine, on_committed=partial(_report_events, metrics)),
             views,
-            HttpPayments(client, str(settings.payments_url), settings.http_call_deadline),
-            HttpKitchen(client, str(settings.kitchen_url), settings.http_call_deadline),
+            HttpPayments(
+                client,
+                str(settings.payments_url),
+                settings.http_call_deadline,
+                on_call=metrics.collaborator_call,
+            ),
+            HttpKitchen(
+                client,
+                str(settings.kitchen_url),
+                settings.http_call_deadline,
+                on_call=metrics.collaborator_call,
+            ),
             lease=timedelta(seconds=settings.action_lease_seconds),
             retry_base=timedelta(seconds=settings.reconcile_interval_seconds),
             retry_max=timedelta(seconds=settings.reconcile_retry_max_seconds),
@@ -107,6 +149,7 @@ def create_app(
             views,
             interval=settings.reconcile_interval_seconds,
             batch_size=settings.reconcile_batch_size,
+            on_pending=partial(_report_pending, metrics),
         )
         # Order events: the outbox relay and the status consumer run here, beside the API,
         # when BROKER_URL is set (see orders.adapters.events).
@@ -136,16 +179,30 @@ def create_app(
         finally:
             await events.stop()
             await reconciler.stop()
+            if metrics_server is not None:
+                await metrics_server.stop()
             await client.aclose()
             await engine.dispose()
+            release_engine(metrics, pool_capacity)
+            if tracing is not None:
+                tracing.stop()
             # Whatever was frozen can be collected again (it matters where apps come and go,
             # as in tests).
             gc.unfreeze()
             logger.info("orders service stopped: connections closed")
 
+    # Outermost, so that they see the status the client got and the span is current while
+    # the request's log line is written; when off, they are not in the stack at all.
+    observing = []
+    if tracing is not None:
+        observing.append(Middleware(TracingMiddleware, tracer=tracing.tracer))
+    if settings.metrics_port is not None:
+        observing.append(Middleware(RequestMetricsMiddleware, metrics=metrics))
+
     return Starlette(
         routes=routes(openapi_document),
         middleware=[
+            *observing,
             Middleware(RequestContextMiddleware),
             Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
         ],

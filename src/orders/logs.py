@@ -1,5 +1,5 @@
 """Logging set-up: one handler for the `orders` loggers and uvicorn's, text or JSON, every
-line carrying the request id of the request it belongs to."""
+line carrying the request id of the request it belongs to (and its trace id when traced)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+# Set by the tracing middleware while a traced request runs: 32 hex digits.
+trace_id: ContextVar[str | None] = ContextVar("trace_id", default=None)
 
 # Attributes every LogRecord has; anything else was passed through `extra=`. uvicorn adds
 # `color_message`, an ANSI-coloured copy of the message.
@@ -27,6 +29,10 @@ class _RequestIdFilter(logging.Filter):
             current = request_id.get()
             if current is not None:
                 record.request_id = current
+        if not hasattr(record, "trace_id"):
+            traced = trace_id.get()
+            if traced is not None:
+                record.trace_id = traced
         return True
 
 

@@ -228,6 +228,12 @@ class Settings(EventSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # Observability: Prometheus metrics on a port of their own (none: not served; the image
+    # sets 9464), and what build_info reports. Tracing is set by the standard OTEL_* variables.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104 (scraped from outside)
+    build_commit: str = Field(default="unknown", min_length=1, max_length=64)
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:

@@ -11,15 +11,22 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, Pool
 
 from orders.service.ports import StorageUnavailable
 from orders.settings import DatabaseSettings
 
 
-def make_engine(settings: DatabaseSettings) -> AsyncEngine:
-    """Create the process's engine. It connects lazily, so this does no IO."""
+def make_engine(
+    settings: DatabaseSettings, *, poolclass: type[Pool] = AsyncAdaptedQueuePool
+) -> AsyncEngine:
+    """Create the process's engine. It connects lazily, so this does no IO.
+
+    `poolclass` may replace the queue pool with one of its subclasses (to measure waits).
+    """
     engine = create_async_engine(
         settings.sqlalchemy_url,
+        poolclass=poolclass,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
