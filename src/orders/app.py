@@ -125,8 +125,9 @@ def create_app(
             fetch_timeout=settings.jwks_fetch_timeout_seconds,
         )
         views = SqlOrderViews(engine)
+        unit_of_work = partial(SqlUnitOfWork, engine, on_committed=partial(_report_events, metrics))
         service = OrderService(
-            partial(SqlUnitOfWork, engine, on_committed=partial(_report_events, metrics)),
+            unit_of_work,
             views,
             HttpPayments(
                 client,
@@ -155,7 +156,7 @@ def create_app(
         # when BROKER_URL is set (see orders.adapters.events).
         events = build_workers(
             engine,
-            StatusService(partial(SqlUnitOfWork, engine)),
+            StatusService(unit_of_work),
             settings,
             relay=True,
             consumer=True,
