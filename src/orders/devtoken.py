@@ -2,6 +2,7 @@
 
     python -m orders.devtoken keygen --dir .devkeys       # writes private.pem and public.pem
     python -m orders.devtoken mint --key .devkeys/private.pem --sub alice
+    python -m orders.devtoken secrets --dir /secrets     # a random database password, once
 
 `mint` takes the audience and issuer from JWT_AUDIENCE and JWT_ISSUER (or --aud / --iss).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 import time
 from collections.abc import Sequence
@@ -71,12 +73,38 @@ def _keygen(directory: Path, force: bool) -> int:
     return 0
 
 
+def _secrets(directory: Path, user: str, database: str, host: str) -> int:
+    """A random database password as the stack's secret files, once: the database was
+    initialised with the first one, so existing files are kept."""
+    password_path, url_path = directory / "db_password", directory / "database_url"
+    if password_path.exists() and url_path.exists():
+        print(f"{directory} holds the database secrets already; keeping them", file=sys.stderr)
+        return 0
+    directory.mkdir(parents=True, exist_ok=True)
+    # URL-safe characters only, so the password goes into the URL as it is.
+    password = secrets.token_urlsafe(24)
+    password_path.write_text(password)
+    url_path.write_text(f"postgresql+asyncpg://{user}:{password}@{host}:5432/{database}")
+    # Read by PostgreSQL's and the API's own (unprivileged) users, in a volume only they mount.
+    password_path.chmod(0o644)
+    url_path.chmod(0o644)
+    print(f"wrote {password_path} and {url_path}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orders-devtoken", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser("keygen", help="write a throwaway RSA key pair")
     keygen.add_argument("--dir", type=Path, default=Path(".devkeys"))
     keygen.add_argument("--force", action="store_true", help="replace an existing pair")
+    stack = commands.add_parser(
+        "secrets", help="write a random database password and URL as secret files, once"
+    )
+    stack.add_argument("--dir", type=Path, required=True)
+    stack.add_argument("--user", default=os.environ.get("POSTGRES_USER", "orders"))
+    stack.add_argument("--database", default=os.environ.get("POSTGRES_DB", "orders"))
+    stack.add_argument("--host", default="db")
     token = commands.add_parser("mint", help="print a signed token for a user")
     token.add_argument("--key", type=Path, default=Path(".devkeys/private.pem"))
     token.add_argument("--sub", required=True, help="the user id (the token's subject)")
@@ -87,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "keygen":
         return _keygen(args.dir, args.force)
+    if args.command == "secrets":
+        return _secrets(args.dir, args.user, args.database, args.host)
     if not args.aud or not args.iss:
         parser.error("give --aud and --iss, or set JWT_AUDIENCE and JWT_ISSUER")
     try:
