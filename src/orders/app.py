@@ -7,11 +7,14 @@ them are made in the lifespan, once per process, and closed when it ends.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -24,7 +27,7 @@ from starlette.middleware import Middleware
 
 from orders.adapters.collaborators import HttpKitchen, HttpPayments, make_http_client
 from orders.adapters.database import make_engine, ping
-from orders.adapters.events import build_workers
+from orders.adapters.events import EventCounts, EventWorkers, build_workers
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.domain import OrderEvent
@@ -78,6 +81,29 @@ def _report_pending(metrics: Metrics, counts: Sequence[PendingCount]) -> None:
     for pending in counts:
         age = (now - pending.oldest).total_seconds() if pending.oldest is not None else 0.0
         metrics.pending_outcomes(pending.pending.value, pending.count, age)
+
+
+async def _watch_events(events: EventWorkers, metrics: Metrics, interval: float) -> None:
+    """Export what the relay and the consumer did, and the outbox lag, every `interval`."""
+    seen = EventCounts()
+    while True:
+        now = replace(events.counts)
+        metrics.event_counts(
+            published=now.published - seen.published,
+            # A consumed message was either applied or a duplicate of one that was.
+            applied=(now.consumed - now.duplicates) - (seen.consumed - seen.duplicates),
+            duplicate=now.duplicates - seen.duplicates,
+            retried=now.retried - seen.retried,
+            dead_lettered=now.dead_lettered - seen.dead_lettered,
+        )
+        seen = now
+        try:
+            lag = await events.lag()
+        except Exception as error:
+            logger.debug("outbox lag not counted (%s)", error)
+        else:
+            metrics.outbox(lag.waiting, lag.age(datetime.now(UTC)))
+        await asyncio.sleep(interval)
 
 
 def create_app(
@@ -168,6 +194,11 @@ def create_app(
         if settings.reconcile_enabled:
             reconciler.start()
         events.start()
+        watching = None
+        if settings.metrics_port is not None:
+            watching = asyncio.create_task(
+                _watch_events(events, metrics, settings.reconcile_interval_seconds)
+            )
         logger.info("orders service starting")
         try:
             yield {
@@ -178,6 +209,10 @@ def create_app(
                 "events": events,
             }
         finally:
+            if watching is not None:
+                watching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watching
             await events.stop()
             await reconciler.stop()
             if metrics_server is not None:

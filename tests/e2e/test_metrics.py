@@ -3,6 +3,7 @@ served (its own port, never the API's), and that unknown paths add no series."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
 
@@ -148,3 +149,34 @@ async def test_metrics_are_not_served_unless_a_port_is_set(
     names = [middleware.cls.__name__ for middleware in application.user_middleware]
     assert "RequestMetricsMiddleware" not in names
     assert "TracingMiddleware" not in names
+
+
+async def test_the_outbox_lag_is_exported(
+    settings: Settings,
+    collaborators: httpx.AsyncBaseTransport,
+    metrics_port: int,
+    token_for: TokenFactory,
+) -> None:
+    # No broker: the placed order's event waits in the outbox, and its age shows.
+    configured = settings.model_copy(
+        update={
+            "metrics_port": metrics_port,
+            "metrics_host": "127.0.0.1",
+            "reconcile_interval_seconds": 0.05,
+        }
+    )
+    async with (
+        LifespanManager(create_app(configured, transport=collaborators)) as manager,
+        client_for(manager.app, token_for("alice")) as client,
+    ):
+        await place(client)
+        samples: Samples = {}
+        for _ in range(100):
+            samples = await scrape(metrics_port)
+            if (value(samples, "orders_outbox_lag_seconds") or 0) > 0:
+                break
+            await asyncio.sleep(0.05)
+
+    assert value(samples, "orders_outbox_waiting") == 1
+    assert (value(samples, "orders_outbox_lag_seconds") or 0) > 0
+    assert value(samples, "orders_events_published_total") == 0

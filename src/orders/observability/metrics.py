@@ -177,6 +177,30 @@ class Metrics:
             multiprocess_mode="livemostrecent",
             registry=owner,
         )
+        self.events_published = Counter(
+            "orders_events_published",
+            "Order events the broker confirmed (at least once: a repeat counts again).",
+            registry=owner,
+        )
+        self.status_messages = Counter(
+            "orders_status_messages",
+            "Kitchen's and delivery's messages, by what became of them (applied, duplicate, "
+            "retried, dead_lettered).",
+            ["outcome"],
+            registry=owner,
+        )
+        self.outbox_waiting = Gauge(
+            "orders_outbox_waiting",
+            "Order events written and not yet published, as last counted.",
+            registry=owner,
+            multiprocess_mode="livemostrecent",
+        )
+        self.outbox_lag = Gauge(
+            "orders_outbox_lag_seconds",
+            "Age of the oldest order event not yet published (0 when none waits).",
+            registry=owner,
+            multiprocess_mode="livemostrecent",
+        )
         self.pool_capacity = Gauge(
             "orders_db_pool_capacity",
             "Database connections the pools may hold (pool size plus overflow).",
@@ -269,6 +293,25 @@ class Metrics:
         self.pending.labels(kind).set(count)
         self.pending_oldest_age.labels(kind).set(oldest_age_seconds if count else 0.0)
         self.pending_counted.labels(kind).set(time.time())
+
+    def event_counts(
+        self, *, published: int, applied: int, duplicate: int, retried: int, dead_lettered: int
+    ) -> None:
+        """What the outbox relay and the status consumer did since the last call."""
+        self.events_published.inc(published)
+        for outcome, count in (
+            ("applied", applied),
+            ("duplicate", duplicate),
+            ("retried", retried),
+            ("dead_lettered", dead_lettered),
+        ):
+            if count:
+                self.status_messages.labels(outcome).inc(count)
+
+    def outbox(self, waiting: int, oldest_age_seconds: float) -> None:
+        """The outbox as just counted: events waiting, and the age of the oldest."""
+        self.outbox_waiting.set(waiting)
+        self.outbox_lag.set(oldest_age_seconds)
 
     def statement_error(self, sqlstate: str | None, *, disconnect: bool = False) -> None:
         """One failed statement: by the class of the server's SQLSTATE; without one,
