@@ -22,8 +22,9 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from orders.adapters.collaborators import HttpKitchen, HttpPayments, make_http_client
-from orders.adapters.database import make_engine, ping
+from orders.adapters.database import make_engine
 from orders.adapters.repository import SqlOrderViews
+from orders.adapters.schema import SchemaHistory, schema_lag
 from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.logs import configure_logging
 from orders.service.orders import OrderService
@@ -58,6 +59,15 @@ def _static_keys(settings: Settings) -> StaticKeys | None:
     return StaticKeys(pem, settings.jwt_algorithms, setting=setting)
 
 
+def _schema_history(settings: Settings) -> SchemaHistory:
+    try:
+        return SchemaHistory.from_alembic(settings.alembic_config)
+    except OSError as error:
+        raise ConfigurationError(
+            f"invalid configuration: ALEMBIC_CONFIG: cannot read the migrations ({error})"
+        ) from None
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -70,6 +80,7 @@ def create_app(
     try:
         settings = settings if settings is not None else Settings.load()
         static_keys = _static_keys(settings)
+        history = _schema_history(settings)
     except ConfigurationError as error:
         raise SystemExit(f"orders: {error}") from None
 
@@ -104,7 +115,10 @@ def create_app(
                 "orders": service,
                 "verifier": TokenVerifier.from_settings(settings, keys),
                 "create_order_schema": create_order,
-                "database_ready": partial(ping, engine, READY_TIMEOUT_SECONDS),
+                # The revision is read on every probe, in the query a bare ping would
+                # make anyway: no extra round trip, and a restored or downgraded database
+                # is noticed at once rather than after a cache expires.
+                "database_ready": partial(schema_lag, engine, history, READY_TIMEOUT_SECONDS),
             }
         finally:
             await client.aclose()

@@ -146,6 +146,13 @@ class Settings(DatabaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # Schema (readiness): the Alembic configuration whose migrations this build ships; the
+    # same variable the entrypoint migrates with.
+    alembic_config: Path = Field(
+        default=Path("pyproject.toml"),
+        description="The file holding [tool.alembic]; its head is the schema readiness expects.",
+    )
+
     @field_validator("log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
