@@ -64,6 +64,13 @@ class DatabaseSettings(BaseSettings):
         default=10.0, gt=0, description="Seconds any single statement may take."
     )
 
+    # Behind a connection pooler in transaction mode (PgBouncer `pool_mode = transaction`),
+    # consecutive transactions of one connection may run on different server connections.
+    db_transaction_pooling: bool = Field(
+        default=False,
+        description="DATABASE_URL reaches PostgreSQL through a transaction-pooling PgBouncer.",
+    )
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _async_driver(cls, value: Any) -> Any:
