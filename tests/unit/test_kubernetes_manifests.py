@@ -232,15 +232,17 @@ def test_no_image_floats(manifests: tuple[Manifest, ...]) -> None:
 
 def test_the_aws_overlay_takes_the_image_scripts_publish_ecr_pushes() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    server = one(rendered("aws"), "Deployment", "orders")["spec"]["template"]["spec"]["containers"][
-        0
-    ]
-    found = ECR_IMAGE.match(server["image"])
-    assert found, server["image"]
-    # `scripts/publish --ecr` pushes to a repository named after the project, tagged with
-    # its version (and prints the digest, which the overlay may carry instead).
-    assert found["repository"] == project["name"]
-    assert server["image"].endswith(f":{project['version']}") or "@sha256:" in server["image"]
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    published = re.search(r"scripts/publish --ecr --repository (\S+)", workflow)
+    assert published, "the release workflow publishes to ECR"
+    spec = one(rendered("aws"), "Deployment", "orders")["spec"]["template"]["spec"]
+    image = spec["containers"][0]["image"]
+    found = ECR_IMAGE.match(image)
+    assert found, image
+    # The repository the release pushes to, at this version's tag (or the digest that
+    # `scripts/publish` prints, which pins it further).
+    assert found["repository"] == published.group(1)
+    assert image.endswith(f":{project['version']}") or "@sha256:" in image
 
 
 def test_no_secret_values_are_written_down(manifests: tuple[Manifest, ...]) -> None:
