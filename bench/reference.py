@@ -2,10 +2,10 @@
 
 Starlette + one asyncpg pool, no ORM, no validation, no auth (the owner is the `X-Owner`
 header), serving `POST /orders`, `GET /orders/{order_id}` and `GET /orders?limit=N` on the
-service's tables with the very statements and round trips the service sends (the SQL below is
-what SQLAlchemy compiles `orders.adapters.repository` to, laid out for reading;
-`bench/run.py` checks that it still is, token for token). Whatever the service costs beyond
-this is the cost of its own layers.
+service's tables with the very statements and round trips the service sends: the reads are
+the service's own plain SQL, and the write is what SQLAlchemy compiles
+`orders.adapters.repository` to, laid out for reading (`bench/run.py` checks that it still
+is, token for token). Whatever the service costs beyond this is the cost of its own layers.
 
     DATABASE_URL=postgresql://... uvicorn --factory --app-dir bench reference:create_app
 """
@@ -26,42 +26,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-# Both reads are one page of orders joined to their items; only the page differs.
-_ORDERS_WITH_ITEMS = """
-SELECT o.id, o.owner, o.created, o.status, o.payment_id, o.schedule_id, o.charge_attempt,
-    o.charge_pending,
-    order_items.product, order_items.size, order_items.quantity
-FROM (
-    SELECT orders.id AS id, orders.owner AS owner, orders.created AS created,
-        orders.status AS status, orders.payment_id AS payment_id,
-        orders.schedule_id AS schedule_id, orders.charge_attempt AS charge_attempt,
-        orders.charge_pending AS charge_pending
-    FROM orders
-    {page}
-) AS o LEFT OUTER JOIN order_items ON order_items.order_id = o.id
-ORDER BY {order}
-"""
+from orders.adapters import repository
 
-GET_ONE = _ORDERS_WITH_ITEMS.format(
-    page="WHERE orders.id = $1::UUID AND orders.owner = $2::VARCHAR",
-    order="order_items.position",
-)
-
-LIST_PAGE = _ORDERS_WITH_ITEMS.format(
-    page="WHERE orders.owner = $1::VARCHAR ORDER BY orders.created DESC, orders.id DESC\n"
-    "    LIMIT $2::INTEGER",
-    order="o.created DESC, o.id DESC, order_items.position",
-)
+# The reads are the service's own plain SQL (its read side runs on the driver, as this does).
+GET_ONE = repository.GET_ONE
+LIST_PAGE = repository.list_page(cancelled=None, limited=True)
 
 PLACE = """
 WITH new_order AS (
-    INSERT INTO orders (id, owner, created, status)
-    VALUES ($1::UUID, $2, $3, 'created')
-)
+    INSERT INTO orders (id, owner, created, status, version)
+    VALUES ($1::UUID, $2, $3, 'created', $4)
+), new_items AS (
 INSERT INTO order_items (order_id, position, product, size, quantity)
 SELECT $1::UUID, item.position - 1, item.product, item.size, item.quantity
-FROM unnest($4::TEXT[], $5::TEXT[], $6::INTEGER[])
+FROM unnest($5::TEXT[], $6::TEXT[], $7::INTEGER[])
     WITH ORDINALITY AS item(product, size, quantity, position)
+)
+INSERT INTO outbox (id, order_id, sequence, type, occurred, body)
+SELECT event.id, $1::UUID, event.sequence, event.type, event.occurred, event.body::jsonb
+FROM unnest($8::UUID[], $9::INTEGER[], $10::TEXT[], $11::TIMESTAMP WITH TIME ZONE[], $12::TEXT[])
+    AS event(id, sequence, type, occurred, body)
 """
 
 
@@ -129,16 +113,6 @@ async def place_order(request: Request) -> Response:
     products = [item["product"] for item in items]
     sizes = [item["size"] for item in items]
     quantities = [item.get("quantity", 1) for item in items]
-    async with request.state.pool.acquire() as connection, connection.transaction():
-        await connection.execute(
-            PLACE,
-            order_id,
-            request.headers.get("x-owner", ""),
-            created,
-            products,
-            sizes,
-            quantities,
-        )
     body = {
         "id": str(order_id),
         "created": created.isoformat(),
@@ -148,6 +122,32 @@ async def place_order(request: Request) -> Response:
             for p, s, q in zip(products, sizes, quantities, strict=True)
         ],
     }
+    # The order's first event, written with it (the service's transactional outbox).
+    event_id = uuid.uuid4()
+    event = {
+        "id": str(event_id),
+        "type": "order.placed",
+        "occurred": created.isoformat(),
+        "order_id": str(order_id),
+        "sequence": 1,
+        "order": body,
+    }
+    async with request.state.pool.acquire() as connection, connection.transaction():
+        await connection.execute(
+            PLACE,
+            order_id,
+            request.headers.get("x-owner", ""),
+            created,
+            1,
+            products,
+            sizes,
+            quantities,
+            [event_id],
+            [1],
+            ["order.placed"],
+            [created],
+            [json.dumps(event, separators=(",", ":"))],
+        )
     return _json(body, 201, {"Location": f"/orders/{order_id}"})
 
 

@@ -22,7 +22,7 @@ import reference
 from orders.adapters.database import make_engine
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
-from orders.domain import Order, OrderItem, OrderStatus, Size
+from orders.domain import Order, OrderItem, Size
 from orders.settings import DatabaseSettings
 
 
@@ -47,12 +47,8 @@ async def _service_statements(database_url: str, owner: str, order_id: str) -> d
     views = SqlOrderViews(engine)
 
     async def place() -> None:
-        order = Order(
-            id=uuid.uuid4(),
-            owner=owner,
-            created=datetime.now(UTC),
-            status=OrderStatus.CREATED,
-            items=(OrderItem("latte", Size.BIG, 1),),
+        order = Order.place(
+            uuid.uuid4(), owner, (OrderItem("latte", Size.BIG, 1),), datetime.now(UTC)
         )
         # The write goes through SQLAlchemy, whose prepared statements asyncpg does not log.
         event.listen(engine.sync_engine, "before_cursor_execute", before_execute)

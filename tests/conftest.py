@@ -30,11 +30,8 @@ from orders.app import create_app
 from orders.devtoken import generate_key_pair, mint
 from orders.settings import DatabaseSettings, Settings
 from orders.standins import Behaviour, Ledger, create_standins
-from tests.support import EmbeddedPostgres, asyncpg_dsn, client_for
+from tests.support import AUDIENCE, ISSUER, ROOT, EmbeddedPostgres, asyncpg_dsn, client_for
 
-ROOT = Path(__file__).resolve().parent.parent
-AUDIENCE = "orders-test"
-ISSUER = "https://issuer.test"
 PAYMENTS_URL = "http://payments.test"
 KITCHEN_URL = "http://kitchen.test"
 
@@ -81,7 +78,7 @@ async def clean_database(database_url: str) -> str:
     """The scratch database, emptied: every test starts from no orders at all."""
     connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
     try:
-        await connection.execute("TRUNCATE orders CASCADE")
+        await connection.execute("TRUNCATE orders, outbox CASCADE")
     finally:
         await connection.close()
     return database_url
@@ -123,7 +120,9 @@ def make_settings(database_url: str, public_pem: bytes, **overrides: Any) -> Set
         payments_url=PAYMENTS_URL,
         kitchen_url=KITCHEN_URL,
         log_level="WARNING",
-        **overrides,
+        # Tests that want the background reconciler turn it on; the others see only what
+        # their own requests do.
+        **{"reconcile_enabled": False, **overrides},
     )
 
 

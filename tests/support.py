@@ -1,11 +1,15 @@
 """Helpers for the tests: a PostgreSQL server of their own, statement counting, clients of
-the app, and direct looks into the database."""
+the app, servers in processes and on real ports, and direct looks into the database."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,10 +19,17 @@ from uuid import UUID
 
 import asyncpg
 import httpx
+import uvicorn
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
+
+from orders.standins import Behaviour, Ledger, create_standins
+
+ROOT = Path(__file__).resolve().parent.parent
+AUDIENCE = "orders-test"
+ISSUER = "https://issuer.test"
 
 
 def asyncpg_dsn(url: URL) -> str:
@@ -139,3 +150,115 @@ async def set_status(database_url: str, order_id: str, status: str) -> None:
         )
     finally:
         await connection.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@asynccontextmanager
+async def standins_server(behaviour: Behaviour, ledger: Ledger) -> AsyncIterator[str]:
+    """The stand-ins served by a real uvicorn on a real port, in this event loop; yields
+    their URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_standins(behaviour, ledger), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers a flag, not an event)
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+def start_server(
+    tmp_path: Path,
+    database_url: str,
+    public_key: bytes,
+    standins: str,
+    *,
+    workers: int = 1,
+    graceful_timeout: int = 10,
+    name: str = "orders",
+    **settings: str,
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """The service in a uvicorn process of its own; `settings` are extra environment
+    variables. Returns the process, its URL and its log file."""
+    port = free_port()
+    log = tmp_path / f"{name}.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "JWT_PUBLIC_KEY": public_key.decode(),
+        "JWT_AUDIENCE": AUDIENCE,
+        "JWT_ISSUER": ISSUER,
+        "PAYMENTS_URL": standins,
+        "KITCHEN_URL": standins,
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "SECRETS_DIR": str(tmp_path / "no-secrets"),
+        "WEB_CONCURRENCY": str(workers),
+        **settings,
+    }
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--factory",
+                "orders.app:create_app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--timeout-graceful-shutdown",
+                str(graceful_timeout),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    return process, f"http://127.0.0.1:{port}", log
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not come up:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one query, on a connection of its own."""
+    connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
+    try:
+        rows: list[asyncpg.Record] = await connection.fetch(query, *args)
+    finally:
+        await connection.close()
+    return rows

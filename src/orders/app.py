@@ -28,6 +28,7 @@ from orders.adapters.schema import SchemaHistory, schema_lag
 from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.logs import configure_logging
 from orders.service.orders import OrderService
+from orders.service.reconciler import Reconciler
 from orders.settings import ConfigurationError, Settings
 from orders.web.errors import EXCEPTION_HANDLERS
 from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -98,17 +99,28 @@ def create_app(
             cache_seconds=settings.jwks_cache_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
         )
+        views = SqlOrderViews(engine)
         service = OrderService(
             partial(SqlUnitOfWork, engine),
-            SqlOrderViews(engine),
-            HttpPayments(client, str(settings.payments_url)),
-            HttpKitchen(client, str(settings.kitchen_url)),
+            views,
+            HttpPayments(client, str(settings.payments_url), settings.http_call_deadline),
+            HttpKitchen(client, str(settings.kitchen_url), settings.http_call_deadline),
             lease=timedelta(seconds=settings.action_lease_seconds),
+            retry_base=timedelta(seconds=settings.reconcile_interval_seconds),
+            retry_max=timedelta(seconds=settings.reconcile_retry_max_seconds),
+        )
+        reconciler = Reconciler(
+            service,
+            views,
+            interval=settings.reconcile_interval_seconds,
+            batch_size=settings.reconcile_batch_size,
         )
         # Everything made so far lives as long as the process: keep it out of the cyclic
         # garbage collector's full passes, which otherwise stall requests for milliseconds.
         gc.collect()
         gc.freeze()
+        if settings.reconcile_enabled:
+            reconciler.start()
         logger.info("orders service starting")
         try:
             yield {
@@ -121,6 +133,7 @@ def create_app(
                 "database_ready": partial(schema_lag, engine, history, READY_TIMEOUT_SECONDS),
             }
         finally:
+            await reconciler.stop()
             await client.aclose()
             await engine.dispose()
             # Whatever was frozen can be collected again (it matters where apps come and go,

@@ -26,6 +26,8 @@ from sqlalchemy.exc import ArgumentError
 # The asymmetric signatures python-jose's cryptography backend verifies (it has no PS*).
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512"})
 DEFAULT_SECRETS_DIR = "/run/secrets"
+# How many deadlines of collaborator calls one claim must outlive.
+CALLS_PER_CLAIM = 4
 # Query parameters of DATABASE_URL that reach asyncpg.connect() as they are.
 _URL_PARAMETERS = frozenset({"host", "port", "ssl", "direct_tls", "target_session_attrs"})
 
@@ -141,10 +143,27 @@ class Settings(DatabaseSettings):
     http_connect_timeout: float = Field(default=2.0, gt=0)
     http_read_timeout: float = Field(default=5.0, gt=0)
     http_connect_retries: int = Field(default=2, ge=0, le=5)
+    http_call_deadline: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one call to payments or kitchen may take in all, retries included.",
+    )
     action_lease_seconds: float = Field(
         default=60.0,
         gt=0,
         description="How long a pay or cancel in flight holds its order before others may retry.",
+    )
+
+    # Completing what was left unfinished, in the background (see service.reconciler).
+    reconcile_enabled: bool = True
+    reconcile_interval_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="Seconds between two looks for unfinished work."
+    )
+    reconcile_batch_size: int = Field(
+        default=20, ge=1, le=1000, description="Orders one worker takes on at a time."
+    )
+    reconcile_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="Longest wait between two tries of an unknown outcome."
     )
 
     # HTTP and operations.
@@ -189,6 +208,17 @@ class Settings(DatabaseSettings):
                 f"(choose from {', '.join(sorted(ASYMMETRIC_ALGORITHMS))})"
             )
         return value
+
+    @model_validator(mode="after")
+    def _calls_end_inside_the_lease(self) -> Self:
+        # A claim covers up to three calls (find a schedule, cancel it, refund) besides its
+        # transactions: it must outlive them all, or another worker takes over mid-call.
+        if self.action_lease_seconds < CALLS_PER_CLAIM * self.http_call_deadline:
+            raise ValueError(
+                f"ACTION_LEASE_SECONDS ({self.action_lease_seconds:g}) must be at least "
+                f"{CALLS_PER_CLAIM} times HTTP_CALL_DEADLINE ({self.http_call_deadline:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Self:

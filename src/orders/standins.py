@@ -3,11 +3,17 @@ local demos and tests. Not part of the orders service itself.
 
     python -m orders.standins --port 8001
 
-serves both `POST /payments` and the kitchen's `/kitchen/schedules` on one port. Payments and
-schedules are idempotent per `Idempotency-Key` (or order id), as real ones should be. The
-`Behaviour` can make them refuse, fail, or answer slowly: set it in code, or from the
-environment with STANDIN_PAYMENT_STATUS (paid|pending|invalid), STANDIN_FAIL_WITH (an HTTP
-status for every call) and STANDIN_DELAY_SECONDS.
+serves payments (`POST /payments`, `POST /payments/{payment_id}/refund`) and the kitchen
+(`/kitchen/schedules`) on one port. Charges, refunds and schedules are idempotent per
+`Idempotency-Key`, as real ones should be, and a key repeated while its first request is still
+being handled is answered 409 (as the IETF Idempotency-Key draft prescribes).
+
+The `Behaviour` makes them refuse, fail, answer slowly or trickle, fail at random, or hold a
+request before or after it takes effect (for crash tests): set it in code, or from the
+environment with STANDIN_PAYMENT_STATUS (paid|pending|invalid), STANDIN_REFUND_STATUS
+(refunded|pending|invalid), STANDIN_FAIL_WITH (an HTTP status for every call),
+STANDIN_DELAY_SECONDS, STANDIN_TRICKLE_SECONDS and STANDIN_FAULT_RATE (0..1). The `Ledger`
+records everything that took effect; tests assert against it.
 """
 
 from __future__ import annotations
@@ -15,17 +21,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from pydantic_core import to_json
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+
+Operation = Literal["charge", "refund", "schedule", "cancel"]
+
+
+@dataclass
+class Gate:
+    """Holds the next requests of one operation, `before` they take effect or `after` (the
+    answer is held back), until `open` is set. `arrived` is set when one is held."""
+
+    operation: Operation
+    phase: Literal["before", "after"]
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    open: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -33,34 +54,81 @@ class Behaviour:
     """How the stand-ins answer; tests change it while the server runs."""
 
     payment_status: str = "paid"
+    refund_status: str = "refunded"
     payments_fail_with: int | None = None
+    refunds_fail_with: int | None = None
     kitchen_fail_with: int | None = None
     cancel_fail_with: int | None = None
     delay_seconds: float = 0.0
+    # Send each answer's body a few bytes at a time, this many seconds apart.
+    trickle_seconds: float | None = None
+    # The share of requests that fail at random: before taking effect (500 or 409), or after
+    # (the answer is lost as a 500).
+    fault_rate: float = 0.0
+    random: random.Random = field(default_factory=lambda: random.Random(0))  # noqa: S311
+    gate: Gate | None = None
 
     @classmethod
     def from_env(cls) -> Behaviour:
         fail = os.environ.get("STANDIN_FAIL_WITH")
         status = int(fail) if fail else None
+        trickle = os.environ.get("STANDIN_TRICKLE_SECONDS")
         return cls(
             payment_status=os.environ.get("STANDIN_PAYMENT_STATUS", "paid"),
+            refund_status=os.environ.get("STANDIN_REFUND_STATUS", "refunded"),
             payments_fail_with=status,
+            refunds_fail_with=status,
             kitchen_fail_with=status,
             cancel_fail_with=status,
             delay_seconds=float(os.environ.get("STANDIN_DELAY_SECONDS", "0")),
+            trickle_seconds=float(trickle) if trickle else None,
+            fault_rate=float(os.environ.get("STANDIN_FAULT_RATE", "0")),
         )
 
 
 @dataclass
 class Ledger:
-    """Everything the stand-ins were asked, for tests to inspect."""
+    """Everything the stand-ins did, for tests to inspect."""
 
     charges: list[tuple[str, str]] = field(default_factory=list)
-    """(order id, status answered) for every charge request that got an answer."""
+    """(order id, status answered) for every charge request that took effect."""
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Payments by idempotency key: payment_id, order_id, status."""
+    refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Refunds by idempotency key: refund_id, payment_id, status."""
     schedules: dict[str, dict[str, Any]] = field(default_factory=dict)
     schedule_keys: dict[str, str] = field(default_factory=dict)
+    """Schedule ids by idempotency key (the order id)."""
     cancels: list[str] = field(default_factory=list)
+    trickled: int = 0
+    """Trickled answers sent to the end."""
+
+    def paid_payments(self, order_id: str) -> list[dict[str, Any]]:
+        return [
+            payment
+            for payment in self.payments.values()
+            if payment["order_id"] == order_id and payment["status"] == "paid"
+        ]
+
+    def refunds_of(self, payment_id: str) -> list[dict[str, Any]]:
+        return [
+            refund
+            for refund in self.refunds.values()
+            if refund["payment_id"] == payment_id and refund["status"] == "refunded"
+        ]
+
+
+def _once(
+    records: dict[str, dict[str, Any]], key: str, status: str, **fields: str
+) -> dict[str, Any]:
+    """What the request with `key` did: made on its first use; asked again about a pending
+    one, by now it has been decided."""
+    record = records.get(key)
+    if record is None:
+        record = records[key] = {**fields, "status": status}
+    elif record["status"] == "pending":
+        record["status"] = status
+    return record
 
 
 def _error(status: int, detail: str) -> Response:
@@ -70,6 +138,7 @@ def _error(status: int, detail: str) -> Response:
 def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = None) -> Starlette:
     behaviour = behaviour if behaviour is not None else Behaviour()
     ledger = ledger if ledger is not None else Ledger()
+    in_flight: set[str] = set()
 
     async def json_body(request: Request) -> Any:
         try:
@@ -77,56 +146,135 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
         except ValueError:
             return None
 
-    async def pay(request: Request) -> Response:
+    def answer(body: dict[str, Any], status_code: int) -> Response:
+        if behaviour.trickle_seconds is None:
+            return JSONResponse(body, status_code=status_code)
+        pause = behaviour.trickle_seconds
+
+        async def chunks() -> AsyncIterator[bytes]:
+            data = to_json(body)
+            for start in range(0, len(data), 12):
+                yield data[start : start + 12]
+                await asyncio.sleep(pause)
+            ledger.trickled += 1
+
+        return StreamingResponse(chunks(), status_code=status_code, media_type="application/json")
+
+    async def handle(
+        request: Request,
+        operation: Operation,
+        key: str | None,
+        apply: Callable[[], tuple[dict[str, Any], int]],
+    ) -> Response:
+        """Run `apply` (what the call does) with the configured delays, faults and gates."""
         await asyncio.sleep(behaviour.delay_seconds)
+        if key is not None and key in in_flight:
+            return _error(409, "a request with this Idempotency-Key is still in progress")
+        gate = behaviour.gate if behaviour.gate and behaviour.gate.operation == operation else None
+        fault = (
+            behaviour.random.choice(("before", "conflict", "after"))
+            if behaviour.random.random() < behaviour.fault_rate
+            else None
+        )
+        if fault == "before":
+            return _error(500, f"{operation} failed")
+        if fault == "conflict":
+            return _error(409, "a request with this Idempotency-Key is still in progress")
+        if key is not None:
+            in_flight.add(key)
+        try:
+            if gate is not None and gate.phase == "before":
+                await _hold(gate)
+                if await request.is_disconnected():
+                    return _error(499, "the client went away before this took effect")
+            body, status_code = apply()
+            if gate is not None and gate.phase == "after":
+                await _hold(gate)
+        finally:
+            if key is not None:
+                in_flight.discard(key)
+        if fault == "after":
+            return _error(500, f"{operation} failed after taking effect")
+        return answer(body, status_code)
+
+    async def pay(request: Request) -> Response:
         body = await json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("order_id"), str):
             return _error(422, "order_id is required")
         if behaviour.payments_fail_with is not None:
             return _error(behaviour.payments_fail_with, "payments failed")
-        key = request.headers.get("idempotency-key", body["order_id"])
-        payment = ledger.payments.get(key)
-        if payment is None:
-            payment = ledger.payments[key] = {
-                "payment_id": str(uuid.uuid4()),
-                "status": behaviour.payment_status,
-            }
-        elif payment["status"] == "pending":
-            # Asked again about a pending payment: by now it has been decided.
-            payment["status"] = behaviour.payment_status
-        ledger.charges.append((body["order_id"], payment["status"]))
-        return JSONResponse(payment, status_code=201)
+        order_id = body["order_id"]
+        key = request.headers.get("idempotency-key", order_id)
+
+        def charge() -> tuple[dict[str, Any], int]:
+            payment = _once(
+                ledger.payments,
+                key,
+                behaviour.payment_status,
+                payment_id=str(uuid.uuid4()),
+                order_id=order_id,
+            )
+            ledger.charges.append((order_id, payment["status"]))
+            return {"payment_id": payment["payment_id"], "status": payment["status"]}, 201
+
+        return await handle(request, "charge", key, charge)
+
+    async def refund(request: Request) -> Response:
+        payment_id = request.path_params["payment_id"]
+        if behaviour.refunds_fail_with is not None:
+            return _error(behaviour.refunds_fail_with, "refunds failed")
+        if not any(payment["payment_id"] == payment_id for payment in ledger.payments.values()):
+            return _error(404, "no such payment")
+        key = request.headers.get("idempotency-key", payment_id)
+
+        def give_back() -> tuple[dict[str, Any], int]:
+            done = _once(
+                ledger.refunds,
+                key,
+                behaviour.refund_status,
+                refund_id=str(uuid.uuid4()),
+                payment_id=payment_id,
+            )
+            return {"refund_id": done["refund_id"], "status": done["status"]}, 201
+
+        return await handle(request, "refund", key, give_back)
 
     async def schedule(request: Request) -> Response:
-        await asyncio.sleep(behaviour.delay_seconds)
         body = await json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("order"), list):
             return _error(422, "order is required")
         if behaviour.kitchen_fail_with is not None:
             return _error(behaviour.kitchen_fail_with, "kitchen failed")
         key = request.headers.get("idempotency-key") or str(uuid.uuid4())
-        if key not in ledger.schedule_keys:
-            schedule_id = str(uuid.uuid4())
-            ledger.schedule_keys[key] = schedule_id
-            ledger.schedules[schedule_id] = {
-                "id": schedule_id,
-                "scheduled": datetime.now(UTC).isoformat(),
-                "status": "pending",
-                "order": body["order"],
-            }
-        return JSONResponse(ledger.schedules[ledger.schedule_keys[key]], status_code=201)
+
+        def make() -> tuple[dict[str, Any], int]:
+            if key not in ledger.schedule_keys:
+                schedule_id = str(uuid.uuid4())
+                ledger.schedule_keys[key] = schedule_id
+                ledger.schedules[schedule_id] = {
+                    "id": schedule_id,
+                    "scheduled": datetime.now(UTC).isoformat(),
+                    "status": "pending",
+                    "order": body["order"],
+                }
+            return ledger.schedules[ledger.schedule_keys[key]], 201
+
+        return await handle(request, "schedule", key, make)
 
     async def cancel(request: Request) -> Response:
-        await asyncio.sleep(behaviour.delay_seconds)
         schedule_id = request.path_params["schedule_id"]
         if behaviour.cancel_fail_with is not None:
             return _error(behaviour.cancel_fail_with, "kitchen refused to cancel")
         found = ledger.schedules.get(schedule_id)
         if found is None:
             return _error(404, "no such schedule")
-        ledger.cancels.append(schedule_id)
-        found["status"] = "cancelled"
-        return JSONResponse(found)
+
+        def call_off() -> tuple[dict[str, Any], int]:
+            ledger.cancels.append(schedule_id)
+            found["status"] = "cancelled"
+            return found, 200
+
+        return await handle(request, "cancel", None, call_off)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -134,6 +282,7 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
     app = Starlette(
         routes=[
             Route("/payments", pay, methods=["POST"]),
+            Route("/payments/{payment_id}/refund", refund, methods=["POST"]),
             Route("/kitchen/schedules", schedule, methods=["POST"]),
             Route("/kitchen/schedules/{schedule_id}/cancel", cancel, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
@@ -142,6 +291,11 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
     app.state.behaviour = behaviour
     app.state.ledger = ledger
     return app
+
+
+async def _hold(gate: Gate) -> None:
+    gate.arrived.set()
+    await gate.open.wait()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,44 +20,14 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.conftest import AUDIENCE, ISSUER, ROOT, TokenFactory
-from tests.support import asyncpg_dsn
+from tests.conftest import TokenFactory
+from tests.support import ROOT, asyncpg_dsn, free_port, start_server, stop, wait_until_up
 
 IN_FLIGHT = 10
 # Each stand-in call takes this long, so a pay (charge, then schedule) takes twice as long.
 STANDIN_DELAY = 1.0
 GRACEFUL_TIMEOUT = 10
 LATTE = {"product": "latte", "size": "big", "quantity": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} did not come up:\n{log.read_text()}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -80,52 +49,6 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         stop(process)
-
-
-def start_server(
-    tmp_path: Path,
-    database_url: str,
-    public_key: bytes,
-    standins: str,
-    workers: int = 1,
-    graceful_timeout: int = GRACEFUL_TIMEOUT,
-) -> tuple[subprocess.Popen[bytes], str, Path]:
-    port = free_port()
-    log = tmp_path / "orders.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "JWT_PUBLIC_KEY": public_key.decode(),
-        "JWT_AUDIENCE": AUDIENCE,
-        "JWT_ISSUER": ISSUER,
-        "PAYMENTS_URL": standins,
-        "KITCHEN_URL": standins,
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "SECRETS_DIR": str(tmp_path / "no-secrets"),
-        "WEB_CONCURRENCY": str(workers),
-    }
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "orders.app:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--timeout-graceful-shutdown",
-                str(graceful_timeout),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    return process, f"http://127.0.0.1:{port}", log
 
 
 async def orders_being_paid(database_url: str) -> int:
@@ -181,7 +104,9 @@ async def test_sigterm_lets_accepted_requests_finish_and_takes_no_new_ones(
     standins: str,
     workers: int,
 ) -> None:
-    process, url, log = start_server(tmp_path, clean_database, key_pair[1], standins, workers)
+    process, url, log = start_server(
+        tmp_path, clean_database, key_pair[1], standins, workers=workers
+    )
     try:
         await asyncio.to_thread(wait_until_up, f"{url}/health/ready", process, log)
         async with httpx.AsyncClient(

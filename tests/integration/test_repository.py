@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
+import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,20 +15,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
-from orders.domain import Action, Order, OrderItem, OrderStatus, Size
-from orders.domain.model import ALLOWED_FROM
+from orders.domain import Action, Order, OrderItem, OrderStatus, Pending, RefundStatus, Size
 from tests.support import count_statements
 
 LEASE = timedelta(seconds=60)
 
 
 def new_order(owner: str = "alice", items: int = 2, created: datetime | None = None) -> Order:
-    return Order(
-        id=uuid.uuid4(),
-        owner=owner,
-        created=created or datetime.now(UTC),
-        status=OrderStatus.CREATED,
-        items=tuple(OrderItem(f"coffee {n}", Size.MEDIUM, n + 1) for n in range(items)),
+    return Order.place(
+        uuid.uuid4(),
+        owner,
+        tuple(OrderItem(f"coffee {n}", Size.MEDIUM, n + 1) for n in range(items)),
+        created or datetime.now(UTC),
     )
 
 
@@ -37,11 +37,49 @@ async def add(engine: AsyncEngine, *orders: Order) -> None:
         await uow.commit()
 
 
+async def load(engine: AsyncEngine, order: Order) -> Order:
+    async with SqlUnitOfWork(engine) as uow:
+        found = await uow.orders.get(order.id, order.owner)
+    assert found is not None
+    return found
+
+
+async def change(engine: AsyncEngine, order: Order, how: Callable[[Order], object]) -> Order:
+    async with SqlUnitOfWork(engine) as uow:
+        loaded = await uow.orders.get(order.id, order.owner, for_update=True)
+        assert loaded is not None
+        how(loaded)
+        await uow.orders.save(loaded)
+        await uow.commit()
+    return loaded
+
+
+async def outbox(engine: AsyncEngine) -> list[dict[str, object]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT order_id, sequence, type, body FROM outbox ORDER BY position")
+        )
+        return [dict(row._mapping) for row in rows]
+
+
+def kinds(statements: list[str]) -> list[str]:
+    return sorted(statement.split(None, 1)[0].rstrip(";").upper() for statement in statements)
+
+
 async def test_an_added_order_reads_back_equal(engine: AsyncEngine) -> None:
-    order = new_order(items=3)
+    order = new_order()
     await add(engine, order)
 
-    assert await SqlOrderViews(engine).get(order.id, "alice") == order
+    found = await load(engine, order)
+
+    assert (found.id, found.owner, found.status, found.items) == (
+        order.id,
+        order.owner,
+        OrderStatus.CREATED,
+        order.items,
+    )
+    assert found.version == 1
+    assert found.created == order.created
 
 
 async def test_nothing_is_kept_without_commit(engine: AsyncEngine) -> None:
@@ -50,6 +88,7 @@ async def test_nothing_is_kept_without_commit(engine: AsyncEngine) -> None:
         await uow.orders.add(order)
 
     assert await SqlOrderViews(engine).get(order.id, "alice") is None
+    assert await outbox(engine) == []
 
 
 async def test_an_error_rolls_the_unit_of_work_back(engine: AsyncEngine) -> None:
@@ -70,28 +109,18 @@ async def test_orders_are_scoped_by_owner(engine: AsyncEngine) -> None:
     assert await views.get(theirs.id, "alice") is None
     assert [order.id for order in await views.list("alice")] == [mine.id]
     async with SqlUnitOfWork(engine) as uow:
-        assert await uow.orders.get(theirs.id, "alice") is None
-        assert not await uow.orders.delete(theirs.id, "alice", ALLOWED_FROM[Action.DELETE])
-        await uow.commit()
-    assert await views.get(theirs.id, "bob") == theirs
+        assert await uow.orders.get(theirs.id, "alice", for_update=True) is None
 
 
 async def test_list_is_newest_first_and_ties_break_by_id(engine: AsyncEngine) -> None:
     now = datetime.now(UTC)
-    same_time = [new_order(created=now) for _ in range(3)]
-    older = new_order(created=now - timedelta(minutes=1))
-    await add(engine, older, *same_time)
+    older = new_order(created=now - timedelta(seconds=1))
+    tied = sorted((new_order(created=now) for _ in range(3)), key=lambda o: o.id, reverse=True)
+    await add(engine, older, *tied)
 
     listed = await SqlOrderViews(engine).list("alice")
 
-    expected = [*sorted(same_time, key=lambda order: order.id, reverse=True), older]
-    assert [order.id for order in listed] == [order.id for order in expected]
-
-
-def kinds(statements: list[str]) -> list[str]:
-    """The first word of each statement that reached the server, sorted: asyncpg reports the
-    statements it sends itself a moment later than SQLAlchemy reports its own."""
-    return sorted(statement.split(None, 1)[0].upper().rstrip(";") for statement in statements)
+    assert [order.id for order in listed] == [*(o.id for o in tied), older.id]
 
 
 async def test_reading_one_order_is_one_statement(engine: AsyncEngine) -> None:
@@ -121,6 +150,24 @@ async def test_listing_n_orders_is_one_statement(engine: AsyncEngine, limit: int
     assert kinds(statements) == ["SELECT"]
 
 
+@pytest.mark.parametrize("cancelled", [True, False])
+async def test_the_list_filters_cancelled_orders(engine: AsyncEngine, cancelled: bool) -> None:
+    kept, gone = new_order(), new_order()
+    gone.status = OrderStatus.CANCELLED
+    await add(engine, kept)
+    async with SqlUnitOfWork(engine) as uow:
+        await uow.orders.add(gone)
+        await uow.commit()
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE orders SET status = 'cancelled' WHERE id = :id"), {"id": gone.id}
+        )
+
+    listed = await SqlOrderViews(engine).list("alice", cancelled=cancelled)
+
+    assert [order.id for order in listed] == [gone.id if cancelled else kept.id]
+
+
 async def test_placing_an_order_is_one_insert_in_one_transaction(engine: AsyncEngine) -> None:
     await add(engine, new_order())  # the connection's first use sets it up
 
@@ -131,127 +178,144 @@ async def test_placing_an_order_is_one_insert_in_one_transaction(engine: AsyncEn
     assert any(statement.lstrip().startswith("WITH new_order AS") for statement in statements)
 
 
+async def test_events_are_written_with_their_change(engine: AsyncEngine) -> None:
+    order = new_order(items=1)
+    await add(engine, order)
+    async with SqlUnitOfWork(engine) as uow:
+        loaded = await uow.orders.get(order.id, "alice", for_update=True)
+        assert loaded is not None
+        loaded.replace_items((OrderItem("tea", Size.SMALL),), datetime.now(UTC))
+        await uow.orders.save(loaded)
+        await uow.commit()
+    async with SqlUnitOfWork(engine) as uow:
+        loaded = await uow.orders.get(order.id, "alice", for_update=True)
+        assert loaded is not None
+        loaded.delete(datetime.now(UTC))
+        await uow.orders.delete(loaded)
+        await uow.commit()
+
+    events = await outbox(engine)
+
+    assert [(event["sequence"], event["type"]) for event in events] == [
+        (1, "order.placed"),
+        (2, "order.updated"),
+        (3, "order.deleted"),
+    ]
+    updated = events[1]["body"]
+    assert isinstance(updated, dict)
+    assert updated["order"]["order"] == [{"product": "tea", "size": "small", "quantity": 1}]
+    assert updated["order_id"] == str(order.id)
+    assert events[2]["body"]["order"] is None  # type: ignore[index]
+    json.dumps(events[0]["body"])
+
+
+async def test_an_event_is_never_written_without_its_change(engine: AsyncEngine) -> None:
+    order = new_order()
+    await add(engine, order)
+    async with SqlUnitOfWork(engine) as uow:
+        loaded = await uow.orders.get(order.id, "alice", for_update=True)
+        assert loaded is not None
+        loaded.replace_items((OrderItem("tea", Size.SMALL),), datetime.now(UTC))
+        await uow.orders.save(loaded)
+        # no commit
+
+    assert [event["type"] for event in await outbox(engine)] == ["order.placed"]
+    assert (await load(engine, order)).items == order.items
+
+
 async def test_items_keep_their_order(engine: AsyncEngine) -> None:
     order = new_order(items=12)
     await add(engine, order)
 
-    read = await SqlOrderViews(engine).get(order.id, "alice")
+    assert (await load(engine, order)).items == order.items
+    view = await SqlOrderViews(engine).get(order.id, "alice")
+    assert view is not None
+    assert view.items == order.items
 
-    assert read is not None
-    assert [item.product for item in read.items] == [item.product for item in order.items]
 
-
-async def test_a_claim_excludes_other_claims_until_released(engine: AsyncEngine) -> None:
+async def test_the_whole_lifecycle_state_round_trips(engine: AsyncEngine) -> None:
     order = new_order()
     await add(engine, order)
-    first, second = uuid.uuid4(), uuid.uuid4()
-    allowed = ALLOWED_FROM[Action.PAY]
-
-    async with SqlUnitOfWork(engine) as uow:
-        claimed = await uow.orders.claim(order.id, "alice", Action.PAY, allowed, first, LEASE)
-        again = await uow.orders.claim(order.id, "alice", Action.PAY, allowed, second, LEASE)
-        await uow.commit()
-    # Claimed to pay from `created`: a charge is about to be asked for, so it is pending.
-    assert claimed == dataclasses.replace(order, charge_pending=True)
-    assert again is None
-
-    async with SqlUnitOfWork(engine) as uow:
-        await uow.orders.release(order.id, first, uncharged=True)
-        retaken = await uow.orders.claim(order.id, "alice", Action.PAY, allowed, second, LEASE)
-        await uow.commit()
-    assert retaken == dataclasses.replace(order, charge_pending=True)
-
-
-async def test_a_pending_charge_blocks_every_write_but_paying(engine: AsyncEngine) -> None:
-    order = new_order()
-    await add(engine, order)
+    now = datetime.now(UTC)
     token = uuid.uuid4()
     async with SqlUnitOfWork(engine) as uow:
-        await uow.orders.claim(
-            order.id, "alice", Action.PAY, ALLOWED_FROM[Action.PAY], token, LEASE
-        )
-        await uow.orders.release(order.id, token)  # outcome unknown: still pending
+        loaded = await uow.orders.get(order.id, "alice", for_update=True)
+        assert loaded is not None
+        loaded.take(Action.PAY, token, now, LEASE)
+        loaded.record_charge(uuid.uuid4(), now)
+        loaded.record_schedule("s-1", now)
+        loaded.release(token, now)
+        cancel = uuid.uuid4()
+        loaded.take(Action.CANCEL, cancel, now, LEASE)
+        loaded.cancel(cancel, now)
+        await uow.orders.save(loaded)
         await uow.commit()
 
-    async with SqlUnitOfWork(engine) as uow:
-        items = [OrderItem("tea", Size.SMALL)]
-        update = ALLOWED_FROM[Action.UPDATE]
-        assert await uow.orders.replace_items(order.id, "alice", items, update) is None
-        assert not await uow.orders.delete(order.id, "alice", ALLOWED_FROM[Action.DELETE])
-        cancel = ALLOWED_FROM[Action.CANCEL]
-        assert (
-            await uow.orders.claim(order.id, "alice", Action.CANCEL, cancel, token, LEASE) is None
-        )
-        paying = await uow.orders.claim(
-            order.id, "alice", Action.PAY, ALLOWED_FROM[Action.PAY], token, LEASE
-        )
-        await uow.commit()
-    assert paying is not None
-    assert paying.charge_pending
+    found = await load(engine, order)
+
+    assert found.status is OrderStatus.CANCELLED
+    assert found.refund is RefundStatus.OWED
+    assert found.pending == {Pending.REFUND}
+    assert found.claim == loaded.claim
+    assert found.due == loaded.due
+    assert (found.payment_id, found.schedule_id) == (loaded.payment_id, "s-1")
+    assert found.version == loaded.version == 4
 
 
-async def test_an_expired_claim_can_be_taken_over(engine: AsyncEngine) -> None:
+async def test_a_lock_for_update_waits_for_the_holder(engine: AsyncEngine) -> None:
     order = new_order()
     await add(engine, order)
-    stale, fresh = uuid.uuid4(), uuid.uuid4()
-    allowed = ALLOWED_FROM[Action.PAY]
+    async with SqlUnitOfWork(engine) as first:
+        assert await first.orders.get(order.id, "alice", for_update=True) is not None
 
-    async with SqlUnitOfWork(engine) as uow:
-        await uow.orders.claim(order.id, "alice", Action.PAY, allowed, stale, -LEASE)
-        taken = await uow.orders.claim(order.id, "alice", Action.PAY, allowed, fresh, LEASE)
-        # The old holder can no longer settle: its token is gone.
-        settled = await uow.orders.settle(order.id, stale, OrderStatus.PROGRESS, "s-1")
-        await uow.commit()
+        async def second() -> None:
+            async with SqlUnitOfWork(engine) as uow:
+                await uow.orders.get(order.id, "alice", for_update=True)
 
-    assert taken is not None
-    assert settled is None
+        waiting = asyncio.create_task(second())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        await first.commit()
+    await waiting
 
 
-async def test_settle_moves_status_and_releases(engine: AsyncEngine) -> None:
-    order = new_order()
-    await add(engine, order)
-    token, payment = uuid.uuid4(), uuid.uuid4()
-
-    async with SqlUnitOfWork(engine) as uow:
-        await uow.orders.claim(
-            order.id, "alice", Action.PAY, ALLOWED_FROM[Action.PAY], token, LEASE
+async def test_due_orders_are_shared_without_overlap(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    orders = [new_order() for _ in range(4)]
+    await add(engine, *orders, new_order())
+    for order in orders:
+        await change(
+            engine, order, lambda o: o.take(Action.PAY, uuid.uuid4(), now - 2 * LEASE, LEASE)
         )
-        await uow.orders.record_payment(order.id, token, payment)
-        settled = await uow.orders.settle(order.id, token, OrderStatus.PROGRESS, "sched-9")
-        await uow.commit()
 
-    assert settled is not None
-    assert settled.status is OrderStatus.PROGRESS
-    assert settled.payment_id == payment
-    assert settled.schedule_id == "sched-9"
-    assert settled.items == order.items
-    async with engine.connect() as connection:
-        row = (
-            await connection.execute(
-                text("SELECT action, action_token, action_expires FROM orders WHERE id = :id"),
-                {"id": order.id},
-            )
-        ).one()
-    assert tuple(row) == (None, None, None)
+    async with SqlUnitOfWork(engine) as first, SqlUnitOfWork(engine) as second:
+        mine = await first.orders.due(now, 3)
+        theirs = await second.orders.due(now, 3)
+
+    assert len(mine) == 3
+    assert len(theirs) == 1
+    assert {order.id for order in mine} | {order.id for order in theirs} == {
+        order.id for order in orders
+    }
+    assert all(order.items for order in mine)
 
 
-async def test_guarded_writes_respect_status(engine: AsyncEngine) -> None:
-    order = new_order()
-    await add(engine, order)
-    items = [OrderItem("tea", Size.SMALL)]
+async def test_pending_outcomes_are_counted_with_the_oldest(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    charging = new_order()
+    await add(engine, charging, new_order())
+    await change(
+        engine,
+        charging,
+        lambda o: o.take(Action.PAY, uuid.uuid4(), now - timedelta(seconds=30), LEASE),
+    )
 
-    async with SqlUnitOfWork(engine) as uow:
-        refused = await uow.orders.replace_items(
-            order.id, "alice", items, frozenset({OrderStatus.PAID})
-        )
-        replaced = await uow.orders.replace_items(
-            order.id, "alice", items, ALLOWED_FROM[Action.UPDATE]
-        )
-        await uow.commit()
+    counts = {count.pending: count for count in await SqlOrderViews(engine).pending()}
 
-    assert refused is None
-    assert replaced is not None
-    assert replaced.items == tuple(items)
+    assert counts[Pending.CHARGE].count == 1
+    assert counts[Pending.CHARGE].oldest == now - timedelta(seconds=30)
+    assert counts[Pending.SCHEDULE].count == counts[Pending.REFUND].count == 0
+    assert counts[Pending.REFUND].oldest is None
 
 
 @pytest.mark.parametrize(
@@ -260,6 +324,11 @@ async def test_guarded_writes_respect_status(engine: AsyncEngine) -> None:
         "UPDATE orders SET status = 'lost'",
         "UPDATE orders SET owner = ''",
         "UPDATE orders SET action = 'pay'",
+        "UPDATE orders SET refund = 'owed'",
+        "UPDATE orders SET refund = 'lost', payment_id = gen_random_uuid()",
+        "UPDATE orders SET version = -1",
+        "INSERT INTO outbox (id, order_id, sequence, type, occurred, body)"
+        " VALUES (gen_random_uuid(), gen_random_uuid(), 1, 'order.lost', now(), '{}')",
         "UPDATE order_items SET quantity = 0",
         "UPDATE order_items SET quantity = 1000001",
         "UPDATE order_items SET size = 'huge'",

@@ -1,154 +1,93 @@
-"""The use cases with in-memory fakes of every port: no database, no network."""
+"""The use cases with in-memory fakes of every port: no database, no network.
+
+The fake repository is a dict of orders; the unit of work copies it and keeps the copy only
+on commit, like a transaction. Payments and kitchen are scripted: each call takes the next
+outcome from a queue (an exception to raise, or nothing for success).
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import uuid
-from collections.abc import Callable, Sequence
+import copy
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Self
-from uuid import UUID
+from typing import Self, TypeGuard
+from uuid import UUID, uuid4
 
 import pytest
 
 from orders.domain import (
     Action,
     ActionInProgress,
-    InvalidTransition,
+    EventType,
     Order,
+    OrderEvent,
     OrderItem,
     OrderNotFound,
     OrderStatus,
-    PaymentOutcomeUnknown,
+    OrderView,
+    OutcomePending,
+    Pending,
+    RefundStatus,
     Size,
 )
-from orders.domain.model import ALLOWED_FROM
 from orders.service.orders import OrderService
-from orders.service.ports import CollaboratorTimeout, CollaboratorUnavailable, PaymentRefused
+from orders.service.ports import (
+    CollaboratorBadAnswer,
+    CollaboratorError,
+    CollaboratorTimeout,
+    CollaboratorUnavailable,
+    PaymentRefused,
+    PendingCount,
+    RefundRefused,
+)
 
 ITEMS = (OrderItem("latte", Size.BIG, 2),)
-
-
-@dataclasses.dataclass
-class Stored:
-    order: Order
-    claim: UUID | None = None
+LEASE = timedelta(seconds=60)
 
 
 class FakeRepository:
-    def __init__(self, rows: dict[UUID, Stored]) -> None:
-        self.rows = rows
+    def __init__(self, orders: dict[UUID, Order], outbox: list[OrderEvent]) -> None:
+        self.orders = orders
+        self.outbox = outbox
 
-    def _mine(self, order_id: UUID, owner: str) -> Stored | None:
-        row = self.rows.get(order_id)
-        return row if row is not None and row.order.owner == owner else None
-
-    def _free(
-        self, order_id: UUID, owner: str, allowed: frozenset[OrderStatus], paying: bool = False
-    ) -> Stored | None:
-        row = self._mine(order_id, owner)
-        if row is None or row.order.status not in allowed or row.claim is not None:
-            return None
-        if row.order.charge_pending and not paying:
-            return None
-        return row
+    async def get(self, order_id: UUID, owner: str, *, for_update: bool = False) -> Order | None:
+        order = self.orders.get(order_id)
+        return copy.deepcopy(order) if order is not None and order.owner == owner else None
 
     async def add(self, order: Order) -> None:
-        self.rows[order.id] = Stored(order)
+        await self.save(order)
 
-    async def get(self, order_id: UUID, owner: str) -> Order | None:
-        row = self._mine(order_id, owner)
-        return row.order if row else None
+    async def save(self, order: Order) -> None:
+        self.outbox.extend(order.events)
+        order.events.clear()
+        self.orders[order.id] = copy.deepcopy(order)
 
-    async def replace_items(
-        self,
-        order_id: UUID,
-        owner: str,
-        items: Sequence[OrderItem],
-        allowed: frozenset[OrderStatus],
-    ) -> Order | None:
-        row = self._free(order_id, owner, allowed)
-        if row is None:
-            return None
-        row.order = dataclasses.replace(row.order, items=tuple(items))
-        return row.order
+    async def delete(self, order: Order) -> None:
+        self.outbox.extend(order.events)
+        del self.orders[order.id]
 
-    async def delete(self, order_id: UUID, owner: str, allowed: frozenset[OrderStatus]) -> bool:
-        return self._free(order_id, owner, allowed) is not None and bool(self.rows.pop(order_id))
-
-    async def claim(
-        self,
-        order_id: UUID,
-        owner: str,
-        action: Action,
-        allowed: frozenset[OrderStatus],
-        token: UUID,
-        lease: timedelta,
-    ) -> Order | None:
-        paying = action is Action.PAY
-        row = self._free(order_id, owner, allowed, paying)
-        if row is None:
-            return None
-        row.claim = token
-        if paying and row.order.status is OrderStatus.CREATED:
-            row.order = dataclasses.replace(row.order, charge_pending=True)
-        return row.order
-
-    async def record_payment(self, order_id: UUID, token: UUID, payment_id: UUID) -> bool:
-        row = self.rows[order_id]
-        if row.order.status is OrderStatus.CREATED:
-            row.order = dataclasses.replace(
-                row.order, status=OrderStatus.PAID, payment_id=payment_id, charge_pending=False
-            )
-            return row.claim == token
-        return False
-
-    async def settle(
-        self, order_id: UUID, token: UUID, status: OrderStatus, schedule_id: str | None = None
-    ) -> Order | None:
-        row = self.rows[order_id]
-        if row.claim != token:
-            return None
-        row.claim = None
-        row.order = dataclasses.replace(
-            row.order, status=status, schedule_id=schedule_id or row.order.schedule_id
+    async def due(self, now: datetime, limit: int) -> list[Order]:
+        due = sorted(
+            (order for order in self.orders.values() if order.due is not None and order.due <= now),
+            key=lambda order: order.due or now,
         )
-        return row.order
+        return [copy.deepcopy(order) for order in due[:limit]]
 
-    async def release(
-        self, order_id: UUID, token: UUID, *, refused: bool = False, uncharged: bool = False
-    ) -> None:
-        row = self.rows[order_id]
-        if row.claim == token:
-            row.claim = None
-            if refused:
-                attempt = row.order.charge_attempt + 1
-                row.order = dataclasses.replace(row.order, charge_attempt=attempt)
-            if refused or uncharged:
-                row.order = dataclasses.replace(row.order, charge_pending=False)
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.orders: dict[UUID, Order] = {}
+        self.outbox: list[OrderEvent] = []
 
 
 class FakeUnitOfWork:
-    """Writes go to a copy that replaces the store only on commit, like a transaction."""
-
-    def __init__(self, store: dict[UUID, Stored]) -> None:
+    def __init__(self, store: FakeStore) -> None:
         self.store = store
-        self.commits = 0
 
     async def __aenter__(self) -> Self:
-        self.working = {key: dataclasses.replace(row) for key, row in self.store.items()}
-        self._orders = FakeRepository(self.working)
+        self.orders = FakeRepository(dict(self.store.orders), list(self.store.outbox))
         return self
-
-    @property
-    def orders(self) -> FakeRepository:
-        return self._orders
-
-    async def commit(self) -> None:
-        self.store.clear()
-        self.store.update(self.working)
-        self.commits += 1
 
     async def __aexit__(
         self,
@@ -158,81 +97,126 @@ class FakeUnitOfWork:
     ) -> None:
         return None
 
+    async def commit(self) -> None:
+        self.store.orders = self.orders.orders
+        self.store.outbox = self.orders.outbox
+
 
 class FakeViews:
-    def __init__(self, store: dict[UUID, Stored]) -> None:
+    def __init__(self, store: FakeStore) -> None:
         self.store = store
 
-    async def get(self, order_id: UUID, owner: str) -> Order | None:
-        row = self.store.get(order_id)
-        return row.order if row and row.order.owner == owner else None
+    async def get(self, order_id: UUID, owner: str) -> OrderView | None:
+        order = self.store.orders.get(order_id)
+        return order.view() if order is not None and order.owner == owner else None
 
     async def list(
         self, owner: str, *, cancelled: bool | None = None, limit: int | None = None
-    ) -> list[Order]:
-        mine = [row.order for row in self.store.values() if row.order.owner == owner]
-        if cancelled is not None:
-            mine = [o for o in mine if (o.status is OrderStatus.CANCELLED) == cancelled]
-        return sorted(mine, key=lambda o: (o.created, o.id), reverse=True)[:limit]
+    ) -> list[OrderView]:
+        mine = [order.view() for order in self.store.orders.values() if order.owner == owner]
+        return sorted(mine, key=lambda view: (view.created, view.id), reverse=True)[:limit]
+
+    async def pending(self) -> Sequence[PendingCount]:
+        return []
+
+
+Script = list[Exception | None]
+
+
+def takes_effect(outcome: Exception | None) -> TypeGuard[CollaboratorError | None]:
+    """A scripted failure of unknown outcome takes effect before it fails (the worst case);
+    a refusal, or a failure known to have had no effect, does not."""
+    return outcome is None or (isinstance(outcome, CollaboratorError) and outcome.unknown_outcome)
 
 
 class FakePayments:
     def __init__(self) -> None:
-        self.keys: list[str] = []
-        self.fail: Exception | None = None
-        self.during: Callable[[], None] | None = None
+        self.charges: Script = []
+        self.refunds: Script = []
+        self.charge_calls: list[str] = []
+        self.refund_calls: list[str] = []
+        # What took effect, by idempotency key.
+        self.payments: dict[str, UUID] = {}
+        self.refunded: dict[str, UUID] = {}
 
     async def charge(self, order_id: UUID, idempotency_key: str) -> UUID:
-        self.keys.append(idempotency_key)
-        if self.during is not None:
-            self.during()
-        if self.fail is not None:
-            raise self.fail
-        return uuid.uuid5(uuid.NAMESPACE_URL, idempotency_key)
+        self.charge_calls.append(idempotency_key)
+        outcome = self.charges.pop(0) if self.charges else None
+        if not takes_effect(outcome):
+            raise outcome
+        payment_id = self.payments.setdefault(idempotency_key, uuid4())
+        if outcome is not None:
+            raise outcome  # it took effect; the answer is lost
+        return payment_id
+
+    async def refund(self, payment_id: UUID, idempotency_key: str) -> UUID:
+        self.refund_calls.append(idempotency_key)
+        outcome = self.refunds.pop(0) if self.refunds else None
+        if not takes_effect(outcome):
+            raise outcome
+        refund_id = self.refunded.setdefault(idempotency_key, uuid4())
+        if outcome is not None:
+            raise outcome
+        return refund_id
 
 
 class FakeKitchen:
     def __init__(self) -> None:
-        self.scheduled: list[UUID] = []
+        self.schedules: Script = []
+        self.cancels: Script = []
+        self.scheduled: dict[UUID, str] = {}
         self.cancelled: list[str] = []
-        self.fail: Exception | None = None
 
-    async def schedule(self, order: Order) -> str:
-        if self.fail is not None:
-            raise self.fail
-        self.scheduled.append(order.id)
-        return f"schedule-{order.id}"
+    async def schedule(self, order_id: UUID, items: Sequence[OrderItem]) -> str:
+        outcome = self.schedules.pop(0) if self.schedules else None
+        if not takes_effect(outcome):
+            raise outcome
+        schedule_id = self.scheduled.setdefault(order_id, f"schedule-{len(self.scheduled)}")
+        if outcome is not None:
+            raise outcome
+        return schedule_id
 
     async def cancel(self, schedule_id: str) -> None:
-        if self.fail is not None:
-            raise self.fail
+        outcome = self.cancels.pop(0) if self.cancels else None
+        if outcome is not None:
+            raise outcome
         self.cancelled.append(schedule_id)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
 
 
 class World:
     def __init__(self) -> None:
-        self.store: dict[UUID, Stored] = {}
+        self.store = FakeStore()
         self.payments = FakePayments()
         self.kitchen = FakeKitchen()
-        self.clock = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
+        self.clock = Clock()
         self.service = OrderService(
             lambda: FakeUnitOfWork(self.store),
             FakeViews(self.store),
             self.payments,
             self.kitchen,
-            lease=timedelta(seconds=60),
-            clock=self.tick,
+            lease=LEASE,
+            clock=self.clock,
         )
 
-    def tick(self) -> datetime:
-        self.clock += timedelta(seconds=1)
-        return self.clock
+    def order(self, order_id: UUID) -> Order:
+        return self.store.orders[order_id]
 
-    def status(self, order_id: UUID) -> OrderStatus:
-        return self.store[order_id].order.status
+    def events(self, order_id: UUID) -> list[EventType]:
+        return [event.type for event in self.store.outbox if event.order_id == order_id]
 
-    def claimed(self, order_id: UUID) -> bool:
-        return self.store[order_id].claim is not None
+    async def place(self) -> UUID:
+        return (await self.service.place_order("alice", ITEMS)).id
 
 
 @pytest.fixture
@@ -240,173 +224,229 @@ def world() -> World:
     return World()
 
 
-async def test_place_then_get_and_list_newest_first(world: World) -> None:
-    first = await world.service.place_order("alice", ITEMS)
-    second = await world.service.place_order("alice", ITEMS)
-    await world.service.place_order("bob", ITEMS)
+def unknown(service: str = "payments") -> CollaboratorBadAnswer:
+    return CollaboratorBadAnswer(service, "answered 500")
 
-    assert await world.service.get_order(first.id, "alice") == first
-    assert await world.service.list_orders("alice") == [second, first]
-    assert first.status is OrderStatus.CREATED
+
+async def test_place_get_and_list(world: World) -> None:
+    first = await world.place()
+    world.clock.advance(1)
+    second = await world.place()
+
+    assert (await world.service.get_order(first, "alice")).status is OrderStatus.CREATED
+    listed = await world.service.list_orders("alice")
+    assert [view.id for view in listed] == [second, first]
+    assert world.events(first) == [EventType.PLACED]
 
 
 async def test_others_orders_are_not_found(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-
-    with pytest.raises(OrderNotFound):
-        await world.service.get_order(order.id, "bob")
-    with pytest.raises(OrderNotFound):
-        await world.service.pay(order.id, "bob")
-
-
-async def test_pay_charges_once_then_schedules(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-
-    paid = await world.service.pay(order.id, "alice")
-
-    assert paid.status is OrderStatus.PROGRESS
-    assert world.payments.keys == [f"{order.id}:0"]
-    assert world.kitchen.scheduled == [order.id]
-    assert not world.claimed(order.id)
-
-
-async def test_kitchen_failure_keeps_the_charge_and_a_retry_only_schedules(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-    world.kitchen.fail = CollaboratorTimeout("kitchen", "did not answer in time")
-
-    with pytest.raises(CollaboratorTimeout):
-        await world.service.pay(order.id, "alice")
-    assert world.status(order.id) is OrderStatus.PAID
-    assert not world.claimed(order.id)
-
-    world.kitchen.fail = None
-    await world.service.pay(order.id, "alice")
-    assert world.payments.keys == [f"{order.id}:0"]
-    assert world.status(order.id) is OrderStatus.PROGRESS
-
-
-async def test_a_refusal_moves_to_the_next_charge_attempt(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-    world.payments.fail = PaymentRefused(order.id)
-
-    with pytest.raises(PaymentRefused):
-        await world.service.pay(order.id, "alice")
-    world.payments.fail = None
-    await world.service.pay(order.id, "alice")
-
-    assert world.payments.keys == [f"{order.id}:0", f"{order.id}:1"]
-
-
-async def test_an_unknown_payment_outcome_blocks_all_but_paying_again(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-    world.payments.fail = CollaboratorTimeout("payments", "did not answer in time")
-
-    with pytest.raises(CollaboratorTimeout):
-        await world.service.pay(order.id, "alice")
-    assert world.store[order.id].order.charge_pending
-    for refused in (
-        world.service.update_order(order.id, "alice", ITEMS),
-        world.service.delete_order(order.id, "alice"),
-        world.service.cancel(order.id, "alice"),
-    ):
-        with pytest.raises(PaymentOutcomeUnknown):
-            await refused
-
-    world.payments.fail = None
-    await world.service.pay(order.id, "alice")
-
-    assert world.payments.keys == [f"{order.id}:0", f"{order.id}:0"]
-    assert world.status(order.id) is OrderStatus.PROGRESS
-    assert not world.store[order.id].order.charge_pending
-
-
-async def test_a_charge_that_never_left_is_not_pending(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-    world.payments.fail = CollaboratorUnavailable(
-        "payments", "could not be reached", delivered=False
-    )
-
-    with pytest.raises(CollaboratorUnavailable):
-        await world.service.pay(order.id, "alice")
-
-    assert not world.store[order.id].order.charge_pending
-    await world.service.update_order(order.id, "alice", ITEMS)
-
-
-async def test_a_charge_is_recorded_even_when_the_lease_ran_out_meanwhile(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-
-    def lease_lapses_and_another_request_claims() -> None:
-        world.store[order.id].claim = uuid.uuid4()
-
-    world.payments.during = lease_lapses_and_another_request_claims
-
-    with pytest.raises(ActionInProgress):
-        await world.service.pay(order.id, "alice")
-
-    stored = world.store[order.id].order
-    assert stored.status is OrderStatus.PAID
-    assert stored.payment_id is not None
-    assert world.kitchen.scheduled == []
-
-
-async def test_a_claimed_order_refuses_other_actions(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-    world.store[order.id].claim = uuid.uuid4()
+    order_id = await world.place()
 
     for attempt in (
-        world.service.pay(order.id, "alice"),
-        world.service.cancel(order.id, "alice"),
-        world.service.update_order(order.id, "alice", ITEMS),
-        world.service.delete_order(order.id, "alice"),
+        world.service.get_order(order_id, "bob"),
+        world.service.update_order(order_id, "bob", ITEMS),
+        world.service.delete_order(order_id, "bob"),
+        world.service.pay(order_id, "bob"),
+        world.service.cancel(order_id, "bob"),
     ):
-        with pytest.raises(ActionInProgress):
+        with pytest.raises(OrderNotFound):
             await attempt
 
 
-@pytest.mark.parametrize("status", list(OrderStatus))
-@pytest.mark.parametrize("action", list(Action))
-async def test_every_action_follows_the_transition_table(
-    world: World, status: OrderStatus, action: Action
-) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-    world.store[order.id].order = dataclasses.replace(order, status=status, schedule_id="s-1")
-    run = {
-        Action.UPDATE: lambda: world.service.update_order(order.id, "alice", ITEMS),
-        Action.DELETE: lambda: world.service.delete_order(order.id, "alice"),
-        Action.PAY: lambda: world.service.pay(order.id, "alice"),
-        Action.CANCEL: lambda: world.service.cancel(order.id, "alice"),
-    }[action]
+async def test_pay_charges_once_then_schedules(world: World) -> None:
+    order_id = await world.place()
 
-    if status in ALLOWED_FROM[action]:
-        await run()
-    else:
-        with pytest.raises(InvalidTransition) as refused:
-            await run()
-        assert (refused.value.status, refused.value.action) == (status, action)
-        assert world.status(order.id) is status
+    view = await world.service.pay(order_id, "alice")
+
+    assert view.status is OrderStatus.PROGRESS
+    assert world.payments.charge_calls == [f"{order_id}:0"]
+    order = world.order(order_id)
+    assert order.claim is None
+    assert order.pending == frozenset()
+    assert order.due is None
+    assert world.events(order_id) == [EventType.PLACED, EventType.PAID, EventType.SCHEDULED]
 
 
-async def test_cancel_in_progress_needs_the_kitchen(world: World) -> None:
-    order = await world.service.place_order("alice", ITEMS)
-    await world.service.pay(order.id, "alice")
-    world.kitchen.fail = CollaboratorUnavailable("kitchen", "could not be reached")
+async def test_a_refusal_changes_nothing_and_moves_to_the_next_attempt(world: World) -> None:
+    order_id = await world.place()
+    world.payments.charges.append(PaymentRefused(order_id))
+
+    with pytest.raises(PaymentRefused):
+        await world.service.pay(order_id, "alice")
+    await world.service.pay(order_id, "alice")
+
+    assert world.payments.charge_calls == [f"{order_id}:0", f"{order_id}:1"]
+
+
+async def test_a_charge_that_never_left_leaves_nothing_pending(world: World) -> None:
+    order_id = await world.place()
+    world.payments.charges.append(
+        CollaboratorUnavailable("payments", "could not be reached", unknown_outcome=False)
+    )
 
     with pytest.raises(CollaboratorUnavailable):
-        await world.service.cancel(order.id, "alice")
-    assert world.status(order.id) is OrderStatus.PROGRESS
-    assert not world.claimed(order.id)
+        await world.service.pay(order_id, "alice")
 
-    world.kitchen.fail = None
-    cancelled = await world.service.cancel(order.id, "alice")
-    assert cancelled.status is OrderStatus.CANCELLED
-    assert world.kitchen.cancelled == [f"schedule-{order.id}"]
+    order = world.order(order_id)
+    assert order.pending == frozenset()
+    assert order.claim is None
+    assert order.due is None
+    await world.service.update_order(order_id, "alice", ITEMS)
 
 
-def test_order_items_validate_themselves() -> None:
-    with pytest.raises(ValueError, match="product"):
-        OrderItem("", Size.SMALL)
-    with pytest.raises(ValueError, match="quantity"):
-        OrderItem("tea", Size.SMALL, 0)
-    with pytest.raises(ValueError, match="quantity"):
-        OrderItem("tea", Size.SMALL, 1_000_001)
+async def test_an_unknown_charge_stays_pending_and_the_reconciler_settles_it(
+    world: World,
+) -> None:
+    order_id = await world.place()
+    world.payments.charges.append(CollaboratorTimeout("payments", "did not answer in time"))
+
+    with pytest.raises(CollaboratorTimeout):
+        await world.service.pay(order_id, "alice")
+    assert world.order(order_id).pending == {Pending.CHARGE}
+    with pytest.raises(OutcomePending):
+        await world.service.cancel(order_id, "alice")
+
+    assert await world.service.resolve_due(10) == 0  # not before its back-off
+    world.clock.advance(5)
+    assert await world.service.resolve_due(10) == 1
+
+    order = world.order(order_id)
+    assert order.status is OrderStatus.PROGRESS
+    assert order.pending == frozenset()
+    # Same key both times: one payment.
+    assert world.payments.charge_calls == [f"{order_id}:0"] * 2
+    assert len(world.payments.payments) == 1
+
+
+async def test_a_kitchen_turning_down_the_schedule_leaves_the_order_paid(world: World) -> None:
+    order_id = await world.place()
+    world.kitchen.schedules.append(
+        CollaboratorBadAnswer("kitchen", "answered 422", unknown_outcome=False)
+    )
+
+    with pytest.raises(CollaboratorBadAnswer):
+        await world.service.pay(order_id, "alice")
+    order = world.order(order_id)
+    assert order.status is OrderStatus.PAID
+    assert order.pending == frozenset()
+
+    assert (await world.service.pay(order_id, "alice")).status is OrderStatus.PROGRESS
+    assert len(world.payments.charge_calls) == 1
+
+
+async def test_a_live_claim_refuses_a_second_pay(world: World) -> None:
+    order_id = await world.place()
+    world.order(order_id).take(Action.PAY, uuid4(), world.clock(), LEASE)
+
+    with pytest.raises(ActionInProgress):
+        await world.service.pay(order_id, "alice")
+    assert world.payments.charge_calls == []
+
+
+async def test_a_claim_left_by_a_dead_process_is_completed_by_the_reconciler(
+    world: World,
+) -> None:
+    order_id = await world.place()
+    # A request claimed the order to pay, sent the charge (it took effect) and died.
+    world.payments.charges.append(unknown())
+    with pytest.raises(CollaboratorBadAnswer):
+        await world.service.pay(order_id, "alice")
+    world.order(order_id).claim = None
+
+    world.clock.advance(LEASE.total_seconds())
+    await world.service.resolve_due(10)
+
+    order = world.order(order_id)
+    assert order.status is OrderStatus.PROGRESS
+    assert len(world.payments.payments) == 1
+
+
+async def test_cancelling_a_charged_order_refunds_it(world: World) -> None:
+    order_id = await world.place()
+    await world.service.pay(order_id, "alice")
+
+    view = await world.service.cancel(order_id, "alice")
+
+    assert view.status is OrderStatus.CANCELLED
+    order = world.order(order_id)
+    assert order.refund is RefundStatus.REFUNDED
+    assert order.claim is None
+    assert world.kitchen.cancelled == [order.schedule_id]
+    assert world.payments.refund_calls == [f"{order_id}:refund"]
+    assert world.events(order_id)[-2:] == [EventType.CANCELLED, EventType.REFUNDED]
+
+
+async def test_an_unconfirmed_refund_is_asked_for_again_until_confirmed(world: World) -> None:
+    order_id = await world.place()
+    await world.service.pay(order_id, "alice")
+    world.payments.refunds.extend([unknown(), unknown()])
+
+    view = await world.service.cancel(order_id, "alice")
+
+    assert view.status is OrderStatus.CANCELLED
+    assert world.order(order_id).refund is RefundStatus.OWED
+    for _ in range(3):
+        world.clock.advance(60)
+        await world.service.resolve_due(10)
+    order = world.order(order_id)
+    assert order.refund is RefundStatus.REFUNDED
+    assert order.pending == frozenset()
+    assert world.payments.refund_calls == [f"{order_id}:refund"] * 3
+    assert len(world.payments.refunded) == 1
+
+
+async def test_a_refused_refund_keeps_the_cancellation(world: World) -> None:
+    order_id = await world.place()
+    await world.service.pay(order_id, "alice")
+    payment_id = world.order(order_id).payment_id
+    assert payment_id is not None
+    world.payments.refunds.append(RefundRefused(payment_id, "invalid"))
+
+    view = await world.service.cancel(order_id, "alice")
+
+    assert view.status is OrderStatus.CANCELLED
+    order = world.order(order_id)
+    assert order.refund is RefundStatus.REFUSED
+    assert order.due is None
+
+
+async def test_a_kitchen_refusing_to_cancel_leaves_the_order_in_progress(world: World) -> None:
+    order_id = await world.place()
+    await world.service.pay(order_id, "alice")
+    world.kitchen.cancels.append(
+        CollaboratorBadAnswer("kitchen", "refused to cancel", unknown_outcome=False)
+    )
+
+    with pytest.raises(CollaboratorBadAnswer):
+        await world.service.cancel(order_id, "alice")
+
+    order = world.order(order_id)
+    assert order.status is OrderStatus.PROGRESS
+    assert order.claim is None
+    assert world.payments.refund_calls == []
+
+
+async def test_cancel_finds_a_schedule_whose_outcome_was_unknown(world: World) -> None:
+    """The orphaned schedule: the kitchen made it, the answer was lost."""
+    order_id = await world.place()
+    world.kitchen.schedules.append(CollaboratorTimeout("kitchen", "did not answer in time"))
+    with pytest.raises(CollaboratorTimeout):
+        await world.service.pay(order_id, "alice")
+    assert world.order(order_id).pending == {Pending.SCHEDULE}
+
+    await world.service.cancel(order_id, "alice")
+
+    schedule_id = world.kitchen.scheduled[order_id]
+    assert world.kitchen.cancelled == [schedule_id]
+    order = world.order(order_id)
+    assert order.status is OrderStatus.CANCELLED
+    assert order.refund is RefundStatus.REFUNDED
+
+
+async def test_delete_and_update_follow_the_aggregate(world: World) -> None:
+    order_id = await world.place()
+    await world.service.update_order(order_id, "alice", ITEMS)
+    await world.service.delete_order(order_id, "alice")
+
+    assert order_id not in world.store.orders
+    assert world.events(order_id) == [EventType.PLACED, EventType.UPDATED, EventType.DELETED]

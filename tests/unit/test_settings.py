@@ -29,7 +29,19 @@ REQUIRED = {
 def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     """A clean environment with every required variable set; tests change it from there."""
     for name in list(os.environ):
-        if name.startswith(("DATABASE_", "DB_", "JWT_", "JWKS_", "PAYMENTS_", "KITCHEN_", "LOG_")):
+        if name.startswith(
+            (
+                "DATABASE_",
+                "DB_",
+                "JWT_",
+                "JWKS_",
+                "PAYMENTS_",
+                "KITCHEN_",
+                "LOG_",
+                "HTTP_",
+                "ACTION_",
+            )
+        ):
             monkeypatch.delenv(name)
     monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "no-secrets"))
     for name, value in REQUIRED.items():
@@ -110,6 +122,15 @@ def test_exactly_one_key_source(environment: pytest.MonkeyPatch) -> None:
     environment.delenv("JWT_PUBLIC_KEY")
     with pytest.raises(ConfigurationError, match="exactly one of"):
         Settings.load()
+
+
+def test_a_lease_must_outlive_the_calls_it_covers(environment: pytest.MonkeyPatch) -> None:
+    environment.setenv("HTTP_CALL_DEADLINE", "20")
+    with pytest.raises(ConfigurationError, match=r"ACTION_LEASE_SECONDS .* HTTP_CALL_DEADLINE"):
+        Settings.load()
+
+    environment.setenv("ACTION_LEASE_SECONDS", "80")
+    assert Settings.load().action_lease_seconds == 80
 
 
 def test_missing_settings_are_named_on_one_line(environment: pytest.MonkeyPatch) -> None:

@@ -10,27 +10,31 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
     SmallInteger,
     Table,
     Text,
+    UniqueConstraint,
     Uuid,
     false,
     func,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from orders.domain import Action, OrderStatus, Size
+from orders.domain import Action, EventType, OrderStatus, RefundStatus, Size
 from orders.domain.model import MAX_QUANTITY
 
 NAMING_CONVENTION = {
@@ -58,24 +62,24 @@ class OrderRecord(Base):
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     status: Mapped[str] = mapped_column(Text, server_default=OrderStatus.CREATED.value)
+    # How many events the order has recorded: its version, and the last event's sequence.
+    version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     payment_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))
-    schedule_id: Mapped[str | None] = mapped_column(Text)
     charge_attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     charge_pending: Mapped[bool] = mapped_column(Boolean, server_default=false())
-    # A pay or cancel in flight holds the order until `action_expires` (see service.orders).
+    schedule_id: Mapped[str | None] = mapped_column(Text)
+    schedule_pending: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    refund: Mapped[str | None] = mapped_column(Text)
+    refund_id: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))
+    # A pay or cancel in flight holds the order until `action_expires` (see domain.model).
     action: Mapped[str | None] = mapped_column(Text)
     action_token: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))
     action_expires: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
-    # The service queries the tables with Core; the relationships describe the aggregate for
-    # anything that uses the ORM (scripts, consoles), and refuse to lazy-load under asyncio.
-    items: Mapped[list[OrderItemRecord]] = relationship(
-        back_populates="order",
-        lazy="raise",
-        order_by="OrderItemRecord.position",
-        cascade="all, delete-orphan",
-        passive_deletes=True,
-    )
+    pending_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When the reconciler should look at the order (Order.due); NULL for nearly every order,
+    # so its partial index stays tiny and an idle reconciler's query reads nothing.
+    due: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    retries: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     __table_args__ = (
         CheckConstraint(_one_of("status", OrderStatus), name="status"),
@@ -87,10 +91,15 @@ class OrderRecord(Base):
             " AND (action IS NULL) = (action_expires IS NULL)",
             name="action_claim",
         ),
+        CheckConstraint(f"refund IS NULL OR {_one_of('refund', RefundStatus)}", name="refund"),
+        CheckConstraint("refund IS NULL OR payment_id IS NOT NULL", name="refund_payment"),
         CheckConstraint("owner <> ''", name="owner"),
         CheckConstraint("charge_attempt >= 0", name="charge_attempt"),
+        CheckConstraint("version >= 0", name="version"),
+        CheckConstraint("retries >= 0", name="retries"),
         # "This user's orders, newest first" is a backward scan of this index, id breaking ties.
         Index("ix_orders_owner_created", "owner", "created", "id"),
+        Index("ix_orders_due", "due", postgresql_where=text("due IS NOT NULL")),
     )
 
 
@@ -106,8 +115,6 @@ class OrderItemRecord(Base):
     size: Mapped[str] = mapped_column(Text)
     quantity: Mapped[int] = mapped_column(Integer, server_default=text("1"))
 
-    order: Mapped[OrderRecord] = relationship(back_populates="items", lazy="raise")
-
     __table_args__ = (
         CheckConstraint("product <> ''", name="product"),
         CheckConstraint(_one_of("size", Size), name="size"),
@@ -116,5 +123,31 @@ class OrderItemRecord(Base):
     )
 
 
+class OutboxRecord(Base):
+    """Events waiting to be published, written in the transaction of the change they
+    describe (transactional outbox). No foreign key: an order's events outlive it."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(as_uuid=True), primary_key=True)
+    # The order in which events were written, across all orders.
+    position: Mapped[int] = mapped_column(BigInteger, Identity(always=True), unique=True)
+    order_id: Mapped[uuid.UUID] = mapped_column(Uuid(as_uuid=True))
+    sequence: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(Text)
+    occurred: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The message body as published.
+    body: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    published: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("order_id", "sequence"),
+        CheckConstraint(_one_of("type", EventType), name="type"),
+        CheckConstraint("sequence >= 1", name="sequence"),
+        Index("ix_outbox_unpublished", "position", postgresql_where=text("published IS NULL")),
+    )
+
+
 orders_table = cast(Table, OrderRecord.__table__)
 order_items_table = cast(Table, OrderItemRecord.__table__)
+outbox_table = cast(Table, OutboxRecord.__table__)

@@ -5,20 +5,39 @@ from orders.domain.errors import (
     DomainError,
     InvalidTransition,
     OrderNotFound,
-    PaymentOutcomeUnknown,
+    OutcomePending,
 )
-from orders.domain.model import ALLOWED_FROM, Action, Order, OrderItem, OrderStatus, Size
+from orders.domain.model import (
+    ALLOWED_FROM,
+    Action,
+    Claim,
+    EventType,
+    Order,
+    OrderEvent,
+    OrderItem,
+    OrderStatus,
+    OrderView,
+    Pending,
+    RefundStatus,
+    Size,
+)
 
 __all__ = [
     "ALLOWED_FROM",
     "Action",
     "ActionInProgress",
+    "Claim",
     "DomainError",
+    "EventType",
     "InvalidTransition",
     "Order",
+    "OrderEvent",
     "OrderItem",
     "OrderNotFound",
     "OrderStatus",
-    "PaymentOutcomeUnknown",
+    "OrderView",
+    "OutcomePending",
+    "Pending",
+    "RefundStatus",
     "Size",
 ]

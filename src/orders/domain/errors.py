@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 from uuid import UUID
 
 if TYPE_CHECKING:
-    from orders.domain.model import Action, OrderStatus
+    from orders.domain.model import Action, OrderStatus, Pending
 
 
 class DomainError(Exception):
@@ -31,16 +31,23 @@ class InvalidTransition(DomainError):
         self.action = action
 
 
-class PaymentOutcomeUnknown(DomainError):
-    """A charge of this order may or may not have gone through; paying again settles it."""
+class OutcomePending(DomainError):
+    """The outcome of a call about this order (a charge, a schedule, a refund) is not known
+    yet; the service settles it in the background, after which the action may be allowed."""
 
-    def __init__(self, order_id: UUID, action: Action) -> None:
+    _WHAT: ClassVar[dict[str, str]] = {
+        "charge": "the outcome of its payment is not known yet",
+        "schedule": "the outcome of its kitchen schedule is not known yet",
+        "refund": "its refund is still being settled",
+    }
+
+    def __init__(self, order_id: UUID, action: Action, pending: Pending) -> None:
         super().__init__(
-            f"cannot {action} this order: the outcome of its last payment is unknown; "
-            "pay again to settle it"
+            f"cannot {action} this order: {self._WHAT[pending.value]}; try again shortly"
         )
         self.order_id = order_id
         self.action = action
+        self.pending = pending
 
 
 class ActionInProgress(DomainError):

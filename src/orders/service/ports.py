@@ -3,72 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 from uuid import UUID
 
-from orders.domain import Action, Order, OrderItem, OrderStatus
+from orders.domain import Order, OrderItem, OrderView, Pending
 
 
 class OrderRepository(Protocol):
-    """Orders of one transaction. Every method is scoped to an owner or a claim token.
+    """Orders of one transaction, loaded whole and saved whole. The order decides what
+    changes; the repository stores it, with the events it recorded (transactional outbox)."""
 
-    Guarded writes take the statuses they are allowed from and return None when the order is
-    missing, in another status, or claimed by a pay/cancel in flight.
-    """
+    async def get(self, order_id: UUID, owner: str, *, for_update: bool = False) -> Order | None:
+        """The caller's order; with `for_update`, locked until the transaction ends."""
+        ...
 
     async def add(self, order: Order) -> None: ...
 
-    async def get(self, order_id: UUID, owner: str) -> Order | None: ...
+    async def save(self, order: Order) -> None: ...
 
-    async def replace_items(
-        self,
-        order_id: UUID,
-        owner: str,
-        items: Sequence[OrderItem],
-        allowed: frozenset[OrderStatus],
-    ) -> Order | None: ...
+    async def delete(self, order: Order) -> None: ...
 
-    async def delete(self, order_id: UUID, owner: str, allowed: frozenset[OrderStatus]) -> bool: ...
-
-    async def claim(
-        self,
-        order_id: UUID,
-        owner: str,
-        action: Action,
-        allowed: frozenset[OrderStatus],
-        token: UUID,
-        lease: timedelta,
-    ) -> Order | None:
-        """Mark the order as busy with `action` for `lease`, unless another claim is live.
-
-        Claiming a `created` order to pay also marks its charge as pending: until the
-        outcome is known, only paying again is allowed.
-        """
-        ...
-
-    async def record_payment(self, order_id: UUID, token: UUID, payment_id: UUID) -> bool:
-        """Store a successful charge (status `paid`), whoever holds the order now, and say
-        whether the claim `token` still holds it."""
-        ...
-
-    async def settle(
-        self,
-        order_id: UUID,
-        token: UUID,
-        status: OrderStatus,
-        schedule_id: str | None = None,
-    ) -> Order | None:
-        """Move a claimed order to `status` and release the claim."""
-        ...
-
-    async def release(
-        self, order_id: UUID, token: UUID, *, refused: bool = False, uncharged: bool = False
-    ) -> None:
-        """Drop the claim without changing the status. `refused`: payments said no, so the
-        next pay is a new charge attempt. `uncharged`: the charge request never reached
-        payments. Either way the charge is no longer pending."""
+    async def due(self, now: datetime, limit: int) -> list[Order]:
+        """Up to `limit` orders whose `due` time has come, locked, skipping any another
+        transaction holds (so that several workers share the work without overlap)."""
         ...
 
 
@@ -90,14 +50,27 @@ class UnitOfWork(Protocol):
     async def commit(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PendingCount:
+    """How many orders have an outcome of this kind pending, and since when the oldest."""
+
+    pending: Pending
+    count: int
+    oldest: datetime | None
+
+
 class OrderViews(Protocol):
     """Read-only queries, each a single statement outside any explicit transaction."""
 
-    async def get(self, order_id: UUID, owner: str) -> Order | None: ...
+    async def get(self, order_id: UUID, owner: str) -> OrderView | None: ...
 
     async def list(
         self, owner: str, *, cancelled: bool | None = None, limit: int | None = None
-    ) -> list[Order]: ...
+    ) -> list[OrderView]: ...
+
+    async def pending(self) -> Sequence[PendingCount]:
+        """Pending outcomes of every kind, across all owners (for operators)."""
+        ...
 
 
 class Payments(Protocol):
@@ -105,17 +78,27 @@ class Payments(Protocol):
         """Charge the order and return the payment id. Repeating a call with the same key
         must not charge again.
 
-        Raises PaymentRefused, or a CollaboratorError when the outcome is unknown.
+        Raises PaymentRefused, or a CollaboratorError.
+        """
+        ...
+
+    async def refund(self, payment_id: UUID, idempotency_key: str) -> UUID:
+        """Give a payment back and return the refund id; repeating the key refunds once.
+
+        Raises RefundRefused, or a CollaboratorError.
         """
         ...
 
 
 class Kitchen(Protocol):
-    async def schedule(self, order: Order) -> str:
-        """Ask the kitchen to make the order; return the schedule id."""
+    async def schedule(self, order_id: UUID, items: Sequence[OrderItem]) -> str:
+        """Ask the kitchen to make the order; return the schedule id. The order id is the
+        idempotency key: asking again finds the same schedule."""
         ...
 
-    async def cancel(self, schedule_id: str) -> None: ...
+    async def cancel(self, schedule_id: str) -> None:
+        """Take the schedule off the kitchen's list (idempotent)."""
+        ...
 
 
 # Errors the adapters raise through the ports. Like domain errors, they carry data only.
@@ -137,16 +120,28 @@ class PaymentRefused(ServiceError):
         self.order_id = order_id
 
 
-class CollaboratorError(ServiceError):
-    """A call to payments or kitchen failed; `service` names which one. `delivered` is False
-    only when the request certainly did not take effect (it was never sent, or it was
-    turned down), so that a charge is known not to have happened."""
+class RefundRefused(ServiceError):
+    """Payments answered that it will not refund this payment."""
 
-    def __init__(self, service: str, reason: str, *, delivered: bool = True) -> None:
+    def __init__(self, payment_id: UUID, reason: str) -> None:
+        super().__init__(f"refund of payment {payment_id} was refused ({reason})")
+        self.payment_id = payment_id
+        self.reason = reason
+
+
+class CollaboratorError(ServiceError):
+    """A call to payments or kitchen failed; `service` names which one.
+
+    `unknown_outcome` is False only when the request surely never took effect: it was never
+    sent, or the other side rejected it outright (400, 401, 403, 404, 422). Otherwise (a
+    timeout after sending, 5xx, 409, 425, 429, an unreadable answer) it may have.
+    """
+
+    def __init__(self, service: str, reason: str, *, unknown_outcome: bool = True) -> None:
         super().__init__(f"{service}: {reason}")
         self.service = service
         self.reason = reason
-        self.delivered = delivered
+        self.unknown_outcome = unknown_outcome
 
 
 class CollaboratorBadAnswer(CollaboratorError):
@@ -158,4 +153,4 @@ class CollaboratorUnavailable(CollaboratorError):
 
 
 class CollaboratorTimeout(CollaboratorError):
-    """It did not answer in time; the outcome of the call is unknown."""
+    """It did not answer in time (a read timeout, or the call's overall deadline)."""

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from orders.domain import ActionInProgress, InvalidTransition, OrderNotFound, PaymentOutcomeUnknown
+from orders.domain import ActionInProgress, InvalidTransition, OrderNotFound, OutcomePending
 from orders.service.ports import (
     CollaboratorBadAnswer,
     CollaboratorError,
@@ -111,7 +111,7 @@ EXCEPTION_HANDLERS: Final = {
     OrderNotFound: _not_found,
     InvalidTransition: _conflict,
     ActionInProgress: _conflict,
-    PaymentOutcomeUnknown: _conflict,
+    OutcomePending: _conflict,
     PaymentRefused: _payment_refused,
     CollaboratorError: _collaborator,
     StorageUnavailable: _storage_unavailable,
