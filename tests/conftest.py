@@ -128,7 +128,17 @@ def make_settings(database_url: str, public_pem: bytes, **overrides: Any) -> Set
 
 @pytest.fixture
 def settings(clean_database: str, key_pair: tuple[bytes, bytes]) -> Settings:
-    return make_settings(clean_database, key_pair[1])
+    """The app's settings. With ORDERS_TEST_PGBOUNCER=host:port (a transaction-pooling
+    PgBouncer in front of the same server, see .ci/pgbouncer) the app connects through it;
+    migrations and the tests' own looks into the database stay direct."""
+    pooler = os.environ.get("ORDERS_TEST_PGBOUNCER")
+    if not pooler:
+        return make_settings(clean_database, key_pair[1])
+    host, _, port = pooler.rpartition(":")
+    pooled = make_url(clean_database).set(host=host, port=int(port))
+    return make_settings(
+        pooled.render_as_string(hide_password=False), key_pair[1], db_transaction_pooling=True
+    )
 
 
 @pytest.fixture

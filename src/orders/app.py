@@ -26,9 +26,10 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from orders.adapters.collaborators import HttpKitchen, HttpPayments, make_http_client
-from orders.adapters.database import make_engine, ping
+from orders.adapters.database import make_engine
 from orders.adapters.events import EventCounts, EventWorkers, build_workers
 from orders.adapters.repository import SqlOrderViews
+from orders.adapters.schema import SchemaHistory, schema_lag
 from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.domain import OrderEvent
 from orders.logs import configure_logging
@@ -106,6 +107,15 @@ async def _watch_events(events: EventWorkers, metrics: Metrics, interval: float)
         await asyncio.sleep(interval)
 
 
+def _schema_history(settings: Settings) -> SchemaHistory:
+    try:
+        return SchemaHistory.from_alembic(settings.alembic_config)
+    except OSError as error:
+        raise ConfigurationError(
+            f"invalid configuration: ALEMBIC_CONFIG: cannot read the migrations ({error})"
+        ) from None
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -119,6 +129,7 @@ def create_app(
         settings = settings if settings is not None else Settings.load()
         static_keys = _static_keys(settings)
         tracing = Tracing.from_environment(os.environ)
+        history = _schema_history(settings)
     except (ConfigurationError, TracingConfigurationError) as error:
         raise SystemExit(f"orders: {error}") from None
 
@@ -205,7 +216,10 @@ def create_app(
                 "orders": service,
                 "verifier": TokenVerifier.from_settings(settings, keys),
                 "create_order_schema": create_order,
-                "database_ready": partial(ping, engine, READY_TIMEOUT_SECONDS),
+                # The revision is read on every probe, in the query a bare ping would
+                # make anyway: no extra round trip, and a restored or downgraded database
+                # is noticed at once rather than after a cache expires.
+                "database_ready": partial(schema_lag, engine, history, READY_TIMEOUT_SECONDS),
                 "events": events,
             }
         finally:

@@ -67,6 +67,13 @@ class DatabaseSettings(BaseSettings):
         default=10.0, gt=0, description="Seconds any single statement may take."
     )
 
+    # Behind a connection pooler in transaction mode (PgBouncer `pool_mode = transaction`),
+    # consecutive transactions of one connection may run on different server connections.
+    db_transaction_pooling: bool = Field(
+        default=False,
+        description="DATABASE_URL reaches PostgreSQL through a transaction-pooling PgBouncer.",
+    )
+
     @field_validator("database_url", mode="before")
     @classmethod
     def _async_driver(cls, value: Any) -> Any:
@@ -233,6 +240,13 @@ class Settings(EventSettings):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_host: str = Field(default="0.0.0.0", min_length=1)  # noqa: S104 (scraped from outside)
     build_commit: str = Field(default="unknown", min_length=1, max_length=64)
+
+    # Schema (readiness): the Alembic configuration whose migrations this build ships; the
+    # same variable the entrypoint migrates with.
+    alembic_config: Path = Field(
+        default=Path("pyproject.toml"),
+        description="The file holding [tool.alembic]; its head is the schema readiness expects.",
+    )
 
     @field_validator("log_format", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from typing import Any, Final, cast
+from uuid import uuid4
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
@@ -24,6 +25,13 @@ def make_engine(
 
     `poolclass` may replace the queue pool with one of its subclasses (to measure waits).
     """
+    connect_args: dict[str, Any] = {
+        "timeout": settings.db_connect_timeout,
+        "command_timeout": settings.db_command_timeout,
+        "server_settings": {"application_name": "orders"},
+    }
+    if settings.db_transaction_pooling:
+        connect_args.update(_TRANSACTION_POOLING)
     engine = create_async_engine(
         settings.sqlalchemy_url,
         poolclass=poolclass,
@@ -34,14 +42,27 @@ def make_engine(
         pool_recycle=1800,
         # Errors and logs show statements without their values: those are customer data.
         hide_parameters=True,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "command_timeout": settings.db_command_timeout,
-            "server_settings": {"application_name": "orders"},
-        },
+        connect_args=connect_args,
     )
     event.listen(engine.sync_engine.pool, "checkout", _refuse_closed)
     return engine
+
+
+def _unique_statement_name() -> str:
+    return f"__orders_{uuid4().hex}__"
+
+
+# A transaction-pooling PgBouncer (before 1.21's max_prepared_statements) hands each
+# transaction whichever server connection is free, so a prepared statement made in one
+# transaction may be missing in the next, and asyncpg's per-connection names
+# (__asyncpg_stmt_1__, ...) collide with another client's on the same server connection.
+# Hence no statement caches, neither asyncpg's nor the SQLAlchemy dialect's, and names that
+# are unique everywhere: what SQLAlchemy's asyncpg dialect documents for PgBouncer.
+_TRANSACTION_POOLING: Final[dict[str, Any]] = {
+    "statement_cache_size": 0,
+    "prepared_statement_cache_size": 0,
+    "prepared_statement_name_func": _unique_statement_name,
+}
 
 
 def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:

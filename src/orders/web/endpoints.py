@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 from uuid import UUID
 
@@ -149,13 +150,17 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    probe = request.state.database_ready
+    """200 when the database answers and has the schema this build needs; 503 otherwise."""
+    probe = cast(Callable[[], Awaitable[str | None]], request.state.database_ready)
     try:
-        await probe()
+        lag = await probe()
     except Exception as error:
         # The reason goes to the log, not to whoever asks: this route needs no token.
         logger.warning(
             "not ready: the database did not answer (%s: %s)", type(error).__name__, error
         )
         return error_response(503, "Database unavailable", {"Retry-After": "5"})
+    if lag is not None:
+        logger.warning("not ready: %s", lag)
+        return error_response(503, "Database schema not up to date", {"Retry-After": "5"})
     return JSONResponse({"status": "ok"})
