@@ -30,7 +30,7 @@ from orders.adapters import repository
 
 # The reads are the service's own plain SQL (its read side runs on the driver, as this does).
 GET_ONE = repository.GET_ONE
-LIST_PAGE = repository.list_page(cancelled=None, limited=True)
+LIST_PAGE = repository.list_page(cancelled=None, after=False)
 
 PLACE = """
 WITH new_order AS (
@@ -96,14 +96,11 @@ async def get_order(request: Request) -> Response:
 
 
 async def list_orders(request: Request) -> Response:
-    limit = request.query_params.get("limit")
+    limit = int(request.query_params.get("limit", "20"))
     async with request.state.pool.acquire() as connection:
-        rows = await connection.fetch(
-            LIST_PAGE,
-            request.headers.get("x-owner", ""),
-            int(limit) if limit is not None else None,
-        )
-    return _json({"orders": _fold(rows)})
+        # One more than the page, as the service asks for, to know whether a next page exists.
+        rows = await connection.fetch(LIST_PAGE, request.headers.get("x-owner", ""), limit + 1)
+    return _json({"orders": _fold(rows)[:limit]})
 
 
 async def place_order(request: Request) -> Response:

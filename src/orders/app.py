@@ -23,15 +23,18 @@ from starlette.middleware import Middleware
 
 from orders.adapters.collaborators import HttpKitchen, HttpPayments, make_http_client
 from orders.adapters.database import make_engine, ping
+from orders.adapters.keys import SqlIdempotencyKeys
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.logs import configure_logging
+from orders.service.idempotency import IdempotentRequests, KeyPurger
 from orders.service.orders import OrderService
 from orders.service.reconciler import Reconciler
 from orders.settings import ConfigurationError, Settings
 from orders.web.errors import EXCEPTION_HANDLERS
 from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from orders.web.openapi import build_openapi
+from orders.web.pages import make_pages
 from orders.web.routes import routes
 from orders.web.schemas import create_order_schema
 from orders.web.tokens import JwksKeys, KeySource, StaticKeys, TokenVerifier
@@ -76,7 +79,11 @@ def create_app(
 
     configure_logging(settings.log_level, settings.log_format)
     create_order = create_order_schema(settings.max_items_per_order)
-    openapi_document = to_json(build_openapi(create_order))
+    cursor_secret = settings.page_cursor_key or settings.database_url
+    pages = make_pages(
+        settings.page_size, settings.page_size_max, cursor_secret.get_secret_value().encode()
+    )
+    openapi_document = to_json(build_openapi(create_order, pages.query, settings.page_size))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -97,6 +104,15 @@ def create_app(
             lease=timedelta(seconds=settings.action_lease_seconds),
             retry_base=timedelta(seconds=settings.reconcile_interval_seconds),
             retry_max=timedelta(seconds=settings.reconcile_retry_max_seconds),
+            key_ttl=timedelta(seconds=settings.idempotency_key_ttl_seconds),
+        )
+        idempotent_requests = IdempotentRequests(
+            SqlIdempotencyKeys(engine),
+            ttl=timedelta(seconds=settings.idempotency_key_ttl_seconds),
+            lease=timedelta(seconds=settings.action_lease_seconds),
+        )
+        key_purger = KeyPurger(
+            idempotent_requests, interval=settings.idempotency_purge_interval_seconds
         )
         reconciler = Reconciler(
             service,
@@ -110,16 +126,20 @@ def create_app(
         gc.freeze()
         if settings.reconcile_enabled:
             reconciler.start()
+        key_purger.start()
         logger.info("orders service starting")
         try:
             yield {
                 "orders": service,
                 "verifier": TokenVerifier.from_settings(settings, keys),
                 "create_order_schema": create_order,
+                "pages": pages,
+                "idempotent_requests": idempotent_requests,
                 "database_ready": partial(ping, engine, READY_TIMEOUT_SECONDS),
             }
         finally:
             await reconciler.stop()
+            await key_purger.stop()
             await client.aclose()
             await engine.dispose()
             # Whatever was frozen can be collected again (it matters where apps come and go,

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from orders.app import create_app
 from orders.settings import Settings
 from orders.web.openapi import OPENAPI_PATH, build_openapi
-from orders.web.schemas import create_order_schema
+from orders.web.schemas import create_order_schema, list_query_schema
 from tests.conftest import TokenFactory
 from tests.support import asyncpg_dsn
 
@@ -73,7 +73,11 @@ target = Target()
 # The document a default deployment serves; served_app checks the app serves exactly this.
 DOCUMENT = json.loads(
     json.dumps(
-        build_openapi(create_order_schema(Settings.model_fields["max_items_per_order"].default))
+        build_openapi(
+            create_order_schema(Settings.model_fields["max_items_per_order"].default),
+            list_query_schema(Settings.model_fields["page_size_max"].default),
+            Settings.model_fields["page_size"].default,
+        )
     )
 )
 schema = schemathesis.openapi.from_dict(DOCUMENT)

@@ -8,6 +8,7 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from orders.adapters.database import is_unavailable
+from orders.adapters.keys import SqlKeyRepository
 from orders.adapters.repository import SqlOrderRepository
 from orders.service.ports import StorageUnavailable
 
@@ -16,6 +17,7 @@ class SqlUnitOfWork:
     """`async with SqlUnitOfWork(engine) as uow: ...; await uow.commit()`."""
 
     orders: SqlOrderRepository
+    keys: SqlKeyRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -32,6 +34,7 @@ class SqlUnitOfWork:
                 raise StorageUnavailable("the database is unavailable") from error
             raise
         self.orders = SqlOrderRepository(self._connection)
+        self.keys = SqlKeyRepository(self._connection)
         return self
 
     async def commit(self) -> None:
