@@ -40,18 +40,24 @@ def _key(value: str) -> str:
     return value
 
 
+def fingerprint(method: str, path: str, body: bytes) -> bytes:
+    """What identifies a request for its key: SHA-256 of its method, path and body."""
+    digest = hashlib.sha256()
+    for part in (method.encode(), path.encode(), body):
+        # Length-prefixed, so that no two different requests run together into one text.
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.digest()
+
+
 async def request_key(request: Request) -> RequestKey | None:
     """The caller's key for this request with its fingerprint; None when none was sent."""
     given = request.headers.get(HEADER)
     if given is None:
         return None
     key = _key(given)
-    fingerprint = hashlib.sha256()
-    for part in (request.method.encode(), request.url.path.encode(), await request.body()):
-        # Length-prefixed, so that no two different requests run together into one text.
-        fingerprint.update(len(part).to_bytes(8, "big"))
-        fingerprint.update(part)
-    return RequestKey(caller(request), key, fingerprint.digest())
+    body = await request.body()
+    return RequestKey(caller(request), key, fingerprint(request.method, request.url.path, body))
 
 
 def _kept(status_code: int) -> bool:
