@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy.engine import make_url
 
 from orders.app import create_app
 from orders.settings import Settings
 from tests.conftest import TokenFactory, make_settings
-from tests.support import LATTE, client_for, place, set_status
+from tests.support import LATTE, asyncpg_dsn, client_for, place, set_status
 
 Serving = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 NEXT = re.compile(r'^<([^>]+)>; rel="next"$')
@@ -88,11 +90,6 @@ async def test_a_walk_sees_every_order_once_while_orders_are_placed(
 async def test_orders_placed_in_the_same_microsecond_are_ordered_by_id(
     client: httpx.AsyncClient, clean_database: str
 ) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    from tests.support import asyncpg_dsn
-
     placed = {(await place(client))["id"] for _ in range(5)}
     connection = await asyncpg.connect(asyncpg_dsn(make_url(clean_database)))
     try:
