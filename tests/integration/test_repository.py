@@ -394,4 +394,5 @@ async def test_a_page_deep_in_a_history_is_a_range_of_the_owner_index(
     # same however deep in a history it is.
     assert "ix_orders_owner_created" in lines, lines
     bounds = [line for line in lines.splitlines() if "Index Cond: ((owner" in line]
-    assert len(bounds) == 1 and "created <=" in bounds[0], lines
+    assert len(bounds) == 1, lines
+    assert "created <=" in bounds[0], lines
