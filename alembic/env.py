@@ -2,6 +2,11 @@
 
 Several replicas may start at once and each run `alembic upgrade head`; a PostgreSQL advisory
 lock held for the whole run makes the others wait and then find nothing left to do.
+
+Nothing waits for ever: connecting is bounded by `DB_CONNECT_TIMEOUT`, each statement by
+`DB_MIGRATION_STATEMENT_TIMEOUT`, and once the migration lock is held every table lock by
+`DB_MIGRATION_LOCK_TIMEOUT` (`lock_timeout`), so a migration stuck behind a long transaction
+fails, and stops blocking the queries queued behind it, instead of hanging.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from orders.adapters.orm import Base
-from orders.settings import ConfigurationError, DatabaseSettings
+from orders.settings import ConfigurationError, MigrationSettings
 
 # Any constant works, as long as every migrator of this database uses the same one.
 MIGRATION_LOCK_ID = 0x0C0FFEE0
@@ -29,15 +34,22 @@ if not logging.getLogger().handlers:
     logging.getLogger("alembic").setLevel(logging.INFO)
 
 
-def _url() -> str:
+def _settings() -> MigrationSettings:
     override = context.config.attributes.get("database_url")
-    if override is not None:
-        return str(override)
     try:
-        settings = DatabaseSettings.load()
+        if override is not None:
+            return MigrationSettings.load(database_url=str(override))
+        return MigrationSettings.load()
     except ConfigurationError as error:
         raise SystemExit(f"alembic: {error}") from None
-    return settings.database_url.get_secret_value()
+
+
+def _url() -> str:
+    return _settings().database_url.get_secret_value()
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
 
 
 def run_migrations_offline() -> None:
@@ -51,9 +63,19 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _migrate(connection: Connection) -> None:
+def _migrate(connection: Connection, settings: MigrationSettings) -> None:
     context.configure(connection=connection, target_metadata=target_metadata)
     connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+    # Set once the migration lock is held: waiting for it (another replica migrating) is
+    # bounded by the statement timeout alone.
+    for name, seconds in (
+        ("lock_timeout", settings.db_migration_lock_timeout),
+        ("statement_timeout", settings.db_migration_statement_timeout),
+    ):
+        connection.execute(
+            text("SELECT set_config(:name, :value, false)"),
+            {"name": name, "value": _milliseconds(seconds)},
+        )
     try:
         with context.begin_transaction():
             context.run_migrations()
@@ -62,10 +84,21 @@ def _migrate(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(_url(), poolclass=NullPool)
+    settings = _settings()
+    engine = create_async_engine(
+        settings.sqlalchemy_url,
+        poolclass=NullPool,
+        hide_parameters=True,
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            # asyncpg's own bound, in case the server-side statement_timeout is not reached.
+            "command_timeout": settings.db_migration_statement_timeout + 5,
+            "server_settings": {"application_name": "orders-migrate"},
+        },
+    )
     try:
         async with engine.connect() as connection:
-            await connection.run_sync(_migrate)
+            await connection.run_sync(_migrate, settings)
             await connection.commit()
     finally:
         await engine.dispose()

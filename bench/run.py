@@ -51,6 +51,31 @@ TOKEN_TTL_SECONDS = 6 * 3600
 UNUSED_COLLABORATOR = "http://127.0.0.1:9"
 
 
+def _shipped_http_options() -> list[str]:
+    from orders.entrypoint import server_limit_options
+    from orders.settings import ServerLimits
+
+    return server_limit_options(ServerLimits())
+
+
+def _h11_options() -> list[str]:
+    # uvicorn's h11 protocol with the same limits where uvicorn has them: h11 bounds the
+    # request head itself (no header-read deadline, though).
+    from orders.settings import ServerLimits
+
+    limits = ServerLimits()
+    options = _shipped_http_options()
+    options[options.index("--http") + 1] = "h11"
+    return [*options, "--h11-max-incomplete-event-size", str(limits.http_max_header_bytes)]
+
+
+SERVICE_HTTP = {
+    "shipped": _shipped_http_options,
+    "httptools": lambda: ["--http", "httptools"],
+    "h11": _h11_options,
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     seconds: float
@@ -62,6 +87,8 @@ class Plan:
     threads: int
     pool_size: int
     max_overflow: int
+    service_http: str
+    baseline: str
 
 
 def _arguments() -> argparse.Namespace:
@@ -96,6 +123,21 @@ def _arguments() -> argparse.Namespace:
         help="DB_MAX_OVERFLOW of both servers (0; SQLAlchemy closes overflow connections as "
         "soon as they are returned, so under bursts the service keeps reconnecting)",
     )
+    parser.add_argument(
+        "--service-http",
+        choices=sorted(SERVICE_HTTP),
+        default="shipped",
+        help="the service's HTTP protocol: as the image runs it (httptools guarded by "
+        "orders.httpguard), plain httptools with no limits, or h11 with uvicorn's limits "
+        "(the reference always runs plain httptools)",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=["reference", "httptools"],
+        default="reference",
+        help="what the service is measured against: bench/reference.py (default), or the "
+        "service itself on plain httptools, which measures the cost of --service-http alone",
+    )
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--orders-per-user", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
@@ -129,6 +171,8 @@ def _plan(args: argparse.Namespace) -> Plan:
         threads=args.threads,
         pool_size=args.pool_size,
         max_overflow=args.max_overflow,
+        service_http=args.service_http,
+        baseline=args.baseline,
     )
 
 
@@ -166,7 +210,9 @@ def _server_env(database_url: str, public_pem: str, scratch: Path, plan: Plan) -
 
 
 @contextlib.contextmanager
-def _servers(workers: int, env: dict[str, str], scratch: Path) -> Iterator[tuple[Uvicorn, Uvicorn]]:
+def _servers(
+    workers: int, env: dict[str, str], scratch: Path, service_http: str, baseline: str
+) -> Iterator[tuple[Uvicorn, Uvicorn]]:
     started: list[Uvicorn] = []
     try:
         service = Uvicorn(
@@ -175,15 +221,28 @@ def _servers(workers: int, env: dict[str, str], scratch: Path) -> Iterator[tuple
             workers=workers,
             env=env,
             log_path=scratch / f"service-{workers}w.log",
+            http_options=SERVICE_HTTP[service_http](),
         )
         started.append(service)
-        ref = Uvicorn(
-            "reference",
-            "reference:create_app",
-            workers=workers,
-            env=env,
-            log_path=scratch / f"reference-{workers}w.log",
-            app_dir=BENCH,
+        # In the "reference" slot either way, so that the tables and ratios read the same.
+        ref = (
+            Uvicorn(
+                "reference",
+                "reference:create_app",
+                workers=workers,
+                env=env,
+                log_path=scratch / f"reference-{workers}w.log",
+                app_dir=BENCH,
+            )
+            if baseline == "reference"
+            else Uvicorn(
+                "reference",
+                "orders.app:create_app",
+                workers=workers,
+                env=env,
+                log_path=scratch / f"baseline-{workers}w.log",
+                http_options=SERVICE_HTTP[baseline](),
+            )
         )
         started.append(ref)
         service.wait_ready()
@@ -287,10 +346,14 @@ def _users(database_url: str, args: argparse.Namespace) -> tuple[str, list[Any]]
 def _print_report(
     plan: Plan, cells: list[report.Cell], memory: list[tuple[int, str, list[float]]]
 ) -> None:
+    baseline = (
+        "bench/reference.py" if plan.baseline == "reference" else f"the service on {plan.baseline}"
+    )
     print(
         f"\n{plan.rounds} x {plan.seconds:g} s per server and cell, in turns, after "
         f"{plan.warmup_seconds:g} s of warm-up each; wrk "
-        f"-t{plan.threads}; both servers DB_POOL_SIZE={plan.pool_size} "
+        f"-t{plan.threads}; service HTTP: {plan.service_http}; reference: {baseline}; "
+        f"both servers DB_POOL_SIZE={plan.pool_size} "
         f"DB_MAX_OVERFLOW={plan.max_overflow}; {os.cpu_count()} CPUs"
     )
     print("\n## Results\n")
@@ -363,7 +426,10 @@ def main() -> int:
         env = _server_env(database_url, public_pem, scratch, plan)
         turn = 0
         for workers in plan.workers:
-            with _servers(workers, env, scratch) as (service, ref):
+            with _servers(workers, env, scratch, plan.service_http, plan.baseline) as (
+                service,
+                ref,
+            ):
                 _say(f"bench: {workers} worker(s): service {service.url}, reference {ref.url}")
                 for op in plan.operations:
                     for connections in plan.connections:

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -98,6 +98,7 @@ class Uvicorn:
         env: Mapping[str, str],
         log_path: Path,
         app_dir: Path | None = None,
+        http_options: Sequence[str] = ("--http", "httptools"),
     ) -> None:
         self.name = name
         self.workers = workers
@@ -109,7 +110,7 @@ class Uvicorn:
             "--host", "127.0.0.1",
             "--port", str(self.port),
             "--loop", "uvloop",
-            "--http", "httptools",
+            *http_options,
             "--no-access-log",
         ]  # fmt: skip
         if app_dir is not None:

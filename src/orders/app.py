@@ -23,6 +23,7 @@ from starlette.middleware import Middleware
 
 from orders.adapters.collaborators import HttpKitchen, HttpPayments, make_http_client
 from orders.adapters.database import make_engine, ping
+from orders.adapters.events import build_workers
 from orders.adapters.keys import SqlIdempotencyKeys
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.unit_of_work import SqlUnitOfWork
@@ -30,6 +31,7 @@ from orders.logs import configure_logging
 from orders.service.idempotency import IdempotentRequests, KeyPurger
 from orders.service.orders import OrderService
 from orders.service.reconciler import Reconciler
+from orders.service.status import StatusService
 from orders.settings import ConfigurationError, Settings
 from orders.web.errors import EXCEPTION_HANDLERS
 from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -94,6 +96,8 @@ def create_app(
             str(settings.jwt_jwks_url),
             cache_seconds=settings.jwks_cache_seconds,
             min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            max_bytes=settings.jwks_max_bytes,
+            fetch_timeout=settings.jwks_fetch_timeout_seconds,
         )
         views = SqlOrderViews(engine)
         service = OrderService(
@@ -120,12 +124,22 @@ def create_app(
             interval=settings.reconcile_interval_seconds,
             batch_size=settings.reconcile_batch_size,
         )
+        # Order events: the outbox relay and the status consumer run here, beside the API,
+        # when BROKER_URL is set (see orders.adapters.events).
+        events = build_workers(
+            engine,
+            StatusService(partial(SqlUnitOfWork, engine)),
+            settings,
+            relay=True,
+            consumer=True,
+        )
         # Everything made so far lives as long as the process: keep it out of the cyclic
         # garbage collector's full passes, which otherwise stall requests for milliseconds.
         gc.collect()
         gc.freeze()
         if settings.reconcile_enabled:
             reconciler.start()
+        events.start()
         key_purger.start()
         logger.info("orders service starting")
         try:
@@ -136,8 +150,10 @@ def create_app(
                 "pages": pages,
                 "idempotent_requests": idempotent_requests,
                 "database_ready": partial(ping, engine, READY_TIMEOUT_SECONDS),
+                "events": events,
             }
         finally:
+            await events.stop()
             await reconciler.stop()
             await key_purger.stop()
             await client.aclose()

@@ -5,8 +5,14 @@
     python -m orders.entrypoint alembic current  # any other command runs as given, nothing first
 
 The server replaces this process (`os.execvp`), so in a container uvicorn is PID 1 and
-receives SIGTERM itself. Several replicas may start at once: `alembic/env.py` holds a
-PostgreSQL advisory lock while migrating, so exactly one of them applies the migrations.
+receives SIGTERM itself. Until then SIGTERM and SIGINT end this process at once (exit 143
+and 130) with a log line, so stopping a container that waits for its database is prompt.
+Several replicas may start at once: `alembic/env.py` holds a PostgreSQL advisory lock while
+migrating, so exactly one of them applies the migrations.
+
+uvicorn runs with the HTTP limits of `ServerLimits` (`HTTP_*` settings): the httptools
+protocol guarded by `orders.httpguard` (header size, header count, header-read timeout),
+the keep-alive timeout and the concurrency limit.
 
 Environment, besides the service's own settings:
 
@@ -26,20 +32,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 # Only the server path needs pydantic, SQLAlchemy and Alembic: they are imported where used,
 # so that a one-off command (`IMAGE alembic current`, the stand-ins) starts without that cost.
 if TYPE_CHECKING:
-    from orders.settings import DatabaseSettings
+    from orders.settings import DatabaseSettings, ServerLimits
 
 logger = logging.getLogger("orders.entrypoint")
 
 APP_FACTORY = "orders.app:create_app"
+HTTP_PROTOCOL = "orders.httpguard:GuardedHttpToolsProtocol"
 DEFAULT_DB_WAIT_SECONDS = 60.0
 DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 20
 WAIT_INTERVAL_SECONDS = 1.0
@@ -96,6 +105,8 @@ def server_command(extra: Sequence[str], env: Mapping[str, str]) -> list[str]:
     Access logging is off because the app logs every request itself (with its request id).
     `--lifespan on` makes a failing start-up stop the process instead of being ignored.
     """
+    from orders.settings import ServerLimits
+
     grace = number(
         env,
         "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",
@@ -111,7 +122,20 @@ def server_command(extra: Sequence[str], env: Mapping[str, str]) -> list[str]:
         "--no-access-log",
         "--timeout-graceful-shutdown",
         str(int(grace)),
+        *server_limit_options(ServerLimits.load()),
         *extra,
+    ]
+
+
+def server_limit_options(limits: ServerLimits) -> list[str]:
+    """uvicorn options for the HTTP limits: the guarded protocol and uvicorn's own bounds."""
+    return [
+        "--http",
+        HTTP_PROTOCOL,
+        "--timeout-keep-alive",
+        str(limits.http_keep_alive_seconds),
+        "--limit-concurrency",
+        str(limits.http_limit_concurrency),
     ]
 
 
@@ -256,12 +280,46 @@ def prepare_server(
     logger.info("migrations done in %.1f s", time.monotonic() - started)
 
 
+def _stop_now(signum: int, frame: FrameType | None) -> None:
+    """Until the server runs, a stop request ends this process at once.
+
+    Nothing here needs unwinding: a connection attempt or a migration cut short leaves
+    nothing behind (PostgreSQL rolls back and releases the migration lock when the
+    connection drops), and a clean unwind could wait on a DNS lookup in a thread.
+    """
+    name = signal.Signals(signum).name
+    logger.warning("%s received before the server started: stopping", name)
+    for handler in logging.getLogger("orders").handlers:
+        handler.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
+
+
+def handle_stop_signals() -> Callable[[], None]:
+    """SIGTERM and SIGINT end start-up promptly (exit 143 and 130); exec resets them.
+
+    Returns what puts the previous handlers back, for when this process does not exec.
+    """
+    previous = {sig: signal.signal(sig, _stop_now) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the server (after migrating) or the given command; return only on failure."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if is_server(args):
-        from orders.settings import ConfigurationError
+    if not is_server(args):
+        return _exec(args)
+    from orders.settings import ConfigurationError
 
+    # As PID 1 nothing would handle them otherwise: the kernel drops signals PID 1 has no
+    # handler for, and `docker stop` would wait out its grace period and then kill us.
+    restore = handle_stop_signals()
+    try:
         try:
             command = server_command(args, os.environ)
             prepare_server(os.environ)
@@ -269,8 +327,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"orders: {error}", file=sys.stderr)
             return 1
         logger.info("starting: %s", " ".join(command))
-    else:
-        command = args
+        return _exec(command)
+    finally:
+        # Reached only when there was no exec (it replaces the process, handlers and all).
+        restore()
+
+
+def _exec(command: list[str]) -> int:
     # Flush before the process image is replaced, or buffered lines are lost.
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,7 +1,8 @@
 """Configuration, read once from the environment (and secret files) and validated.
 
 `DatabaseSettings` holds what every process that talks to the database needs (the server,
-Alembic, the container entrypoint); `Settings` adds what the HTTP service needs. Nothing
+Alembic, the container entrypoint); `EventSettings` adds the broker (the event worker);
+`Settings` adds what the HTTP service needs. Nothing
 here is instantiated at import: call `Settings.load()` where the process starts.
 """
 
@@ -114,7 +115,61 @@ class DatabaseSettings(BaseSettings):
             raise ConfigurationError(_one_line(error)) from None
 
 
-class Settings(DatabaseSettings):
+class MigrationSettings(DatabaseSettings):
+    """What Alembic adds to the database settings when it migrates."""
+
+    # A migration waiting for a lock behind a long transaction would block every query
+    # queued behind it: give up instead, and let the next start try again.
+    db_migration_lock_timeout: float = Field(
+        default=5.0, gt=0, le=600, description="Seconds a migration waits for a table lock."
+    )
+    db_migration_statement_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds any single migration statement may take."
+    )
+
+
+class EventSettings(DatabaseSettings):
+    """Order events over RabbitMQ (DESIGN §3.1; see orders.adapters.events): what the API
+    process and `python -m orders.worker` need. With no BROKER_URL nothing connects and
+    events wait in the outbox."""
+
+    broker_url: SecretStr | None = Field(
+        default=None, description="amqp:// or amqps:// URL of the RabbitMQ virtual host."
+    )
+    relay_enabled: bool = Field(
+        default=True, description="Publish the outbox from this process (needs BROKER_URL)."
+    )
+    relay_batch_size: int = Field(default=200, ge=1, le=10_000)
+    relay_idle_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="Seconds between two looks at an empty outbox."
+    )
+    outbox_keep_hours: float = Field(
+        default=168.0, gt=0, description="Hours published events stay in the outbox table."
+    )
+    relay_retry_max_seconds: float = Field(
+        default=30.0, gt=0, description="Longest wait between two tries to reach the broker."
+    )
+    consumer_enabled: bool = Field(
+        default=True, description="Apply kitchen's and delivery's news (needs BROKER_URL)."
+    )
+    consumer_queue: str = Field(default="orders.status", min_length=1, max_length=200)
+    consumer_prefetch: int = Field(default=20, ge=1, le=1000)
+    consumer_max_attempts: int = Field(
+        default=5, ge=1, le=50, description="Tries of a message before it is dead-lettered."
+    )
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _amqp(cls, value: Any) -> Any:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw == "":
+            return None
+        if isinstance(raw, str) and not raw.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an amqp:// or amqps:// URL")
+        return value
+
+
+class Settings(EventSettings):
     """Everything the orders HTTP service reads from its environment."""
 
     # Identity (DESIGN §4): exactly one key source.
@@ -128,6 +183,14 @@ class Settings(DatabaseSettings):
     jwks_cache_seconds: float = Field(default=600.0, gt=0)
     jwks_min_refresh_seconds: float = Field(
         default=30.0, ge=0, description="Least time between two JWKS fetches."
+    )
+    # Keys fetched over plain http can be replaced by anyone on the path: only for local use.
+    jwt_jwks_allow_http: bool = False
+    jwks_max_bytes: int = Field(
+        default=256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest JWKS accepted."
+    )
+    jwks_fetch_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Deadline for one whole JWKS fetch."
     )
 
     # Collaborators (DESIGN §3).
@@ -251,3 +314,45 @@ class Settings(DatabaseSettings):
                 + (f" (got {', '.join(given)})" if given else "")
             )
         return self
+
+    @model_validator(mode="after")
+    def _jwks_over_https(self) -> Self:
+        if (
+            self.jwt_jwks_url is not None
+            and self.jwt_jwks_url.scheme != "https"
+            and not self.jwt_jwks_allow_http
+        ):
+            raise ValueError(
+                "JWT_JWKS_URL must be an https:// URL (plain http only with "
+                "JWT_JWKS_ALLOW_HTTP=true, for local use)"
+            )
+        return self
+
+
+class ServerLimits(BaseSettings):
+    """The HTTP server's limits (`orders.httpguard` and the uvicorn command line)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="Seconds a client has to send a request head."
+    )
+    # Enough for an 8 KiB bearer token and the usual headers of browsers and proxies.
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=4096, le=1024 * 1024)
+    http_max_headers: int = Field(default=100, ge=10, le=1000)
+    http_keep_alive_seconds: int = Field(
+        default=5, ge=1, le=300, description="Seconds an idle connection stays open."
+    )
+    http_limit_concurrency: int = Field(
+        default=256,
+        ge=1,
+        description="Connections plus requests in progress per worker before 503.",
+    )
+
+    @classmethod
+    def load(cls) -> Self:
+        """Read the environment; raise ConfigurationError in one line."""
+        try:
+            return cls()
+        except ValidationError as error:
+            raise ConfigurationError(_one_line(error)) from None

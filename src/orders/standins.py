@@ -14,6 +14,13 @@ environment with STANDIN_PAYMENT_STATUS (paid|pending|invalid), STANDIN_REFUND_S
 (refunded|pending|invalid), STANDIN_FAIL_WITH (an HTTP status for every call),
 STANDIN_DELAY_SECONDS, STANDIN_TRICKLE_SECONDS and STANDIN_FAULT_RATE (0..1). The `Ledger`
 records everything that took effect; tests assert against it.
+
+With STANDIN_BROKER_URL set (an amqp:// URL), the kitchen also plays its part in the event
+flow (DESIGN §3.1): STANDIN_DISPATCH_SECONDS (default 3) after a new schedule it publishes
+`schedule.dispatched` (`{"schedule_id", "order_id"}`) to the topic exchange `kitchen`, and
+STANDIN_DELIVERY_SECONDS (default 3) later delivery publishes `order.delivered`
+(`{"order_id"}`) to the topic exchange `delivery`; a schedule cancelled meanwhile goes
+nowhere. The order id is the schedule's Idempotency-Key, as the orders service sends it.
 """
 
 from __future__ import annotations
@@ -25,10 +32,13 @@ import random
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import aio_pika
+from aio_pika.abc import AbstractConnection
 from pydantic_core import to_json
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -118,11 +128,107 @@ class Ledger:
         ]
 
 
+def _once(
+    records: dict[str, dict[str, Any]], key: str, status: str, **fields: str
+) -> dict[str, Any]:
+    """What the request with `key` did: made on its first use; asked again about a pending
+    one, by now it has been decided."""
+    record = records.get(key)
+    if record is None:
+        record = records[key] = {**fields, "status": status}
+    elif record["status"] == "pending":
+        record["status"] = status
+    return record
+
+
+class Courier:
+    """Publishes the kitchen's and delivery's news about schedules: dispatched after
+    `dispatch_seconds`, delivered `delivery_seconds` later, each as a persistent message with
+    a message id. Connects on first use and again after a failure."""
+
+    def __init__(self, url: str, *, dispatch_seconds: float, delivery_seconds: float) -> None:
+        self.url = url
+        self.dispatch_seconds = dispatch_seconds
+        self.delivery_seconds = delivery_seconds
+        self.sent: list[tuple[str, dict[str, str]]] = []
+        """(routing key, body) of every message published."""
+        self._connection: AbstractConnection | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_env(cls) -> Courier | None:
+        url = os.environ.get("STANDIN_BROKER_URL")
+        if not url:
+            return None
+        return cls(
+            url,
+            dispatch_seconds=float(os.environ.get("STANDIN_DISPATCH_SECONDS", "3")),
+            delivery_seconds=float(os.environ.get("STANDIN_DELIVERY_SECONDS", "3")),
+        )
+
+    def follow(self, order_id: str, schedule: dict[str, Any]) -> None:
+        """Dispatch, then deliver, the schedule of this order, unless it is cancelled first."""
+        task = asyncio.create_task(self._travel(order_id, schedule))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._connection is not None:
+            await self._connection.close()
+
+    async def _travel(self, order_id: str, schedule: dict[str, Any]) -> None:
+        await asyncio.sleep(self.dispatch_seconds)
+        if schedule["status"] == "cancelled":
+            return
+        schedule["status"] = "dispatched"
+        body = {"schedule_id": schedule["id"], "order_id": order_id}
+        await self._publish("kitchen", "schedule.dispatched", body)
+        await asyncio.sleep(self.delivery_seconds)
+        await self._publish("delivery", "order.delivered", {"order_id": order_id})
+
+    async def _publish(self, exchange: str, key: str, body: dict[str, str]) -> None:
+        for attempt in range(10):
+            try:
+                if self._connection is None or self._connection.is_closed:
+                    self._connection = await aio_pika.connect(self.url, timeout=10)
+                channel = await self._connection.channel()
+                try:
+                    target = await channel.declare_exchange(
+                        exchange, aio_pika.ExchangeType.TOPIC, durable=True
+                    )
+                    await target.publish(
+                        aio_pika.Message(
+                            to_json(body),
+                            message_id=str(uuid.uuid4()),
+                            content_type="application/json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=key,
+                        mandatory=False,
+                    )
+                finally:
+                    await channel.close()
+            except Exception as error:
+                print(f"standins: publishing {key} failed ({error}); again", file=sys.stderr)
+                self._connection = None
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+            else:
+                self.sent.append((key, body))
+                return
+
+
 def _error(status: int, detail: str) -> Response:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
-def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = None) -> Starlette:
+def create_standins(
+    behaviour: Behaviour | None = None,
+    ledger: Ledger | None = None,
+    courier: Courier | None = None,
+) -> Starlette:
     behaviour = behaviour if behaviour is not None else Behaviour()
     ledger = ledger if ledger is not None else Ledger()
     in_flight: set[str] = set()
@@ -194,16 +300,13 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
         key = request.headers.get("idempotency-key", order_id)
 
         def charge() -> tuple[dict[str, Any], int]:
-            payment = ledger.payments.get(key)
-            if payment is None:
-                payment = ledger.payments[key] = {
-                    "payment_id": str(uuid.uuid4()),
-                    "order_id": order_id,
-                    "status": behaviour.payment_status,
-                }
-            elif payment["status"] == "pending":
-                # Asked again about a pending payment: by now it has been decided.
-                payment["status"] = behaviour.payment_status
+            payment = _once(
+                ledger.payments,
+                key,
+                behaviour.payment_status,
+                payment_id=str(uuid.uuid4()),
+                order_id=order_id,
+            )
             ledger.charges.append((order_id, payment["status"]))
             return {"payment_id": payment["payment_id"], "status": payment["status"]}, 201
 
@@ -218,15 +321,13 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
         key = request.headers.get("idempotency-key", payment_id)
 
         def give_back() -> tuple[dict[str, Any], int]:
-            done = ledger.refunds.get(key)
-            if done is None:
-                done = ledger.refunds[key] = {
-                    "refund_id": str(uuid.uuid4()),
-                    "payment_id": payment_id,
-                    "status": behaviour.refund_status,
-                }
-            elif done["status"] == "pending":
-                done["status"] = behaviour.refund_status
+            done = _once(
+                ledger.refunds,
+                key,
+                behaviour.refund_status,
+                refund_id=str(uuid.uuid4()),
+                payment_id=payment_id,
+            )
             return {"refund_id": done["refund_id"], "status": done["status"]}, 201
 
         return await handle(request, "refund", key, give_back)
@@ -249,6 +350,8 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
                     "status": "pending",
                     "order": body["order"],
                 }
+                if courier is not None:
+                    courier.follow(key, ledger.schedules[schedule_id])
             return ledger.schedules[ledger.schedule_keys[key]], 201
 
         return await handle(request, "schedule", key, make)
@@ -271,14 +374,23 @@ def create_standins(behaviour: Behaviour | None = None, ledger: Ledger | None = 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if courier is not None:
+                await courier.close()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/payments", pay, methods=["POST"]),
             Route("/payments/{payment_id}/refund", refund, methods=["POST"]),
             Route("/kitchen/schedules", schedule, methods=["POST"]),
             Route("/kitchen/schedules/{schedule_id}/cancel", cancel, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
-        ]
+        ],
     )
     app.state.behaviour = behaviour
     app.state.ledger = ledger
@@ -297,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)
-    uvicorn.run(create_standins(Behaviour.from_env()), host=args.host, port=args.port)
+    app = create_standins(Behaviour.from_env(), courier=Courier.from_env())
+    uvicorn.run(app, host=args.host, port=args.port)
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -52,11 +52,24 @@ async def row(database_url: str, order_id: str) -> dict[str, Any]:
     return dict(found)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 15) -> None:
-    deadline = time.monotonic() + seconds
-    while not await check():
-        assert time.monotonic() < deadline, "the reconciler did not get there"
-        await asyncio.sleep(0.05)
+async def reconciled(
+    settings: Settings,
+    token: str,
+    database_url: str,
+    order_id: str,
+    expected: dict[str, Any],
+    transport: httpx.AsyncBaseTransport | None = None,
+    **overrides: Any,
+) -> None:
+    """Run an app whose reconciler is on until the order's row shows `expected`."""
+    async with serving(settings, token, transport, **RECONCILING, **overrides):
+        deadline = time.monotonic() + 15
+        while True:
+            stored = await row(database_url, order_id)
+            if all(stored[name] == value for name, value in expected.items()):
+                return
+            assert time.monotonic() < deadline, f"the reconciler did not get there: {stored}"
+            await asyncio.sleep(0.05)
 
 
 class LostAnswers(httpx.AsyncBaseTransport):
@@ -212,19 +225,16 @@ async def test_a_takeover_never_strands_a_paid_order(
             None,
         )
 
-        async with serving(
+        await reconciled(
             settings,
             token_for("alice"),
+            clean_database,
+            order_id,
+            {"status": "progress"},
             payments_url=standins,
             kitchen_url=standins,
             **slow,
-            **RECONCILING,
-        ):
-
-            async def scheduled() -> bool:
-                return (await row(clean_database, order_id))["status"] == "progress"
-
-            await eventually(scheduled)
+        )
 
     assert len(ledger.paid_payments(order_id)) == 1
     assert list(ledger.schedule_keys) == [order_id]
@@ -284,12 +294,9 @@ async def test_an_unconfirmed_refund_is_asked_for_again_until_confirmed(
         assert "refund" in deleted.json()["detail"]
 
     behaviour.refunds_fail_with = None
-    async with serving(settings, token_for("alice"), standins, **RECONCILING):
-
-        async def refunded() -> bool:
-            return (await row(clean_database, order_id))["refund"] == "refunded"
-
-        await eventually(refunded)
+    await reconciled(
+        settings, token_for("alice"), clean_database, order_id, {"refund": "refunded"}, standins
+    )
 
     assert len(ledger.refunds_of(payment_of(ledger, order_id)["payment_id"])) == 1
 
@@ -327,12 +334,9 @@ async def test_the_reconciler_settles_an_unknown_charge_without_the_customer(
     assert (await row(clean_database, order_id))["charge_pending"] is True
 
     behaviour.payment_status = "paid"
-    async with serving(settings, token_for("alice"), standins, **RECONCILING):
-
-        async def in_progress() -> bool:
-            return (await row(clean_database, order_id))["status"] == "progress"
-
-        await eventually(in_progress)
+    await reconciled(
+        settings, token_for("alice"), clean_database, order_id, {"status": "progress"}, standins
+    )
 
     stored = await row(clean_database, order_id)
     assert (stored["charge_pending"], stored["schedule_pending"], stored["due"]) == (

@@ -82,12 +82,28 @@ def containerfile() -> tuple[list[str], list[Stage]]:
     return stages(instructions(CONTAINERFILE.read_text()))
 
 
-def test_the_python_base_is_a_build_argument_with_a_fully_qualified_default(
+def test_the_python_base_is_a_tag_pinned_by_a_digest_argument(
     containerfile: tuple[list[str], list[Stage]],
 ) -> None:
     global_args, built = containerfile
     assert "PYTHON_IMAGE=docker.io/library/python:3.12-slim" in global_args
-    assert [stage.base for stage in built] == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
+    assert "PYTHON_DIGEST=" in global_args
+    pinned = "${PYTHON_IMAGE}${PYTHON_DIGEST:+@}${PYTHON_DIGEST}"
+    assert [stage.base for stage in built] == [pinned, pinned]
+
+
+def test_the_build_tools_come_from_a_hashed_requirements_file(
+    containerfile: tuple[list[str], list[Stage]],
+) -> None:
+    builder = containerfile[1][0]
+    install = next(rest for rest in builder.all("RUN") if "/opt/poetry/bin/pip install" in rest)
+    assert "--require-hashes" in install
+    assert "build-requirements.txt" in install
+    requirements = (ROOT / "container" / "build-requirements.txt").read_text()
+    pins = [line for line in requirements.splitlines() if line and line[0].isalpha()]
+    assert any(line.startswith("poetry==") for line in pins)
+    assert all("==" in line for line in pins)
+    assert requirements.count("--hash=sha256:") >= len(pins)
 
 
 def test_the_build_is_multi_stage_with_a_separate_runtime(
@@ -110,7 +126,11 @@ def test_dependencies_are_installed_from_hashes_before_the_code_arrives(
 ) -> None:
     builder = containerfile[1][0]
     steps = builder.instructions
-    install = next(i for i, (kw, rest) in enumerate(steps) if "--require-hashes" in rest)
+    install = next(
+        i
+        for i, (kw, rest) in enumerate(steps)
+        if "--require-hashes" in rest and "/opt/venv" in rest
+    )
     copy_src = next(i for i, (kw, rest) in enumerate(steps) if kw == "COPY" and "src" in rest)
     copy_lock = next(i for i, (kw, rest) in enumerate(steps) if "poetry.lock" in rest)
     assert copy_lock < install < copy_src
@@ -150,7 +170,7 @@ def test_the_runtime_environment(containerfile: tuple[list[str], list[Stage]]) -
     assert runtime.last("EXPOSE") == "8000"
 
 
-def test_the_healthcheck_asks_for_readiness_with_python(
+def test_the_healthcheck_asks_for_liveness_with_python(
     containerfile: tuple[list[str], list[Stage]],
 ) -> None:
     healthcheck = containerfile[1][-1].last("HEALTHCHECK")
@@ -158,7 +178,7 @@ def test_the_healthcheck_asks_for_readiness_with_python(
     assert "--interval=" in options
     argv = json.loads(command)
     assert argv[:2] == ["python", "-c"]
-    assert "/health/ready" in argv[2]
+    assert "/health/live" in argv[2]
 
 
 def test_the_entrypoint_is_exec_form_and_exists(
@@ -320,8 +340,8 @@ def services(compose: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def test_the_stack_has_the_database_keys_stand_ins_and_api(services: dict[str, Any]) -> None:
-    assert set(services) == {"db", "keys", "standins", "api"}
+def test_the_stack_has_the_database_broker_keys_stand_ins_and_api(services: dict[str, Any]) -> None:
+    assert set(services) == {"db", "rabbitmq", "keys", "standins", "api"}
 
 
 def test_every_image_name_is_fully_qualified(services: dict[str, Any]) -> None:
@@ -336,7 +356,11 @@ def test_every_image_name_is_fully_qualified(services: dict[str, Any]) -> None:
 def test_the_api_builds_the_containerfile_and_the_helpers_reuse_its_image(
     services: dict[str, Any],
 ) -> None:
-    assert services["api"]["build"] == {"context": ".", "dockerfile": "Containerfile"}
+    assert services["api"]["build"] == {
+        "context": ".",
+        "dockerfile": "Containerfile",
+        "args": {"PYTHON_DIGEST": "${PYTHON_DIGEST:-}"},
+    }
     for name in ("keys", "standins"):
         assert "build" not in services[name], f"{name} would build the same image again"
         assert services[name]["image"] == services["api"]["image"], name
@@ -360,16 +384,23 @@ def test_the_database_is_not_published_and_keeps_its_data(
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
 
 
-def test_database_credentials_come_from_the_environment(services: dict[str, Any]) -> None:
-    env = services["db"]["environment"]
-    for name in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"):
-        assert env[name].startswith("${" + name + ":-"), name
+def test_database_credentials_come_from_secret_files(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    db, api = services["db"], services["api"]
+    assert db["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/db_password"
+    assert "POSTGRES_PASSWORD" not in db["environment"]
+    assert db["secrets"] == ["db_password"]
+    # The settings read /run/secrets/database_url (SECRETS_DIR); never the environment.
+    assert "DATABASE_URL" not in api["environment"]
+    assert api["secrets"] == ["database_url"]
+    for name in ("db_password", "database_url"):
+        assert compose["secrets"][name]["file"].endswith(f"/{name}")
 
 
 def test_the_api_talks_to_the_stack(services: dict[str, Any]) -> None:
     env = {key: with_defaults(str(value)) for key, value in services["api"]["environment"].items()}
-    assert "@db:5432/" in env["DATABASE_URL"]
     assert env["PAYMENTS_URL"] == env["KITCHEN_URL"] == "http://standins:8001"
+    assert "@rabbitmq:5672/" in env["BROKER_URL"]
     assert env["JWT_PUBLIC_KEY_FILE"].startswith("/")
 
 

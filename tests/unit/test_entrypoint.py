@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -145,6 +146,27 @@ def test_the_server_command_serves_the_factory_without_access_log() -> None:
     assert "--no-access-log" in command
     assert command[command.index("--lifespan") + 1] == "on"
     assert command[command.index("--timeout-graceful-shutdown") + 1] == "20"
+
+
+def test_the_server_runs_with_the_http_limits() -> None:
+    command = server_command([], {})
+
+    def option(name: str) -> str:
+        return command[command.index(name) + 1]
+
+    assert option("--http") == "orders.httpguard:GuardedHttpToolsProtocol"
+    assert option("--timeout-keep-alive") == "5"
+    assert option("--limit-concurrency") == "256"
+
+
+def test_the_http_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_KEEP_ALIVE_SECONDS", "2")
+    monkeypatch.setenv("HTTP_LIMIT_CONCURRENCY", "50")
+
+    command = server_command([], {})
+
+    assert command[command.index("--timeout-keep-alive") + 1] == "2"
+    assert command[command.index("--limit-concurrency") + 1] == "50"
 
 
 def test_extra_options_come_last_so_they_win() -> None:
@@ -384,3 +406,55 @@ def test_log_lines_name_the_database_but_never_the_password() -> None:
 def test_migrate_without_a_configuration_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(StartupError, match="does not exist"):
         entrypoint.migrate(tmp_path / "pyproject.toml")
+
+
+# --- stop signals before the server runs ------------------------------------------------------
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_during_the_database_wait_ends_start_up_at_once(
+    tmp_path: Path, signum: signal.Signals, status: int
+) -> None:
+    # A bound socket that never listens: the wait would go on for its whole minute.
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        port = reserved.getsockname()[1]
+        env = {
+            **os.environ,
+            **SERVICE_ENV,
+            "DATABASE_URL": f"postgresql://orders@127.0.0.1:{port}/orders",
+            "DB_WAIT_SECONDS": "60",
+            "SECRETS_DIR": str(tmp_path / "no-secrets-here"),
+        }
+        with subprocess.Popen(
+            [sys.executable, "-m", "orders.entrypoint"],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        ) as process:
+            assert process.stderr is not None
+            lines = []
+            for line in process.stderr:
+                lines.append(line)
+                if "waiting for the database" in line:
+                    break
+            process.send_signal(signum)
+            try:
+                # Well below the 60 s wait: the signal ended it, not the wait running out.
+                returncode = process.wait(timeout=20)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+            rest = process.stderr.read()
+    assert returncode == status, "".join(lines) + rest
+    assert f"{signum.name} received before the server started: stopping" in rest
+
+
+def test_main_puts_the_signal_handlers_back_when_it_does_not_exec(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    assert entrypoint.main([]) == 1  # no settings
+
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before

@@ -154,7 +154,7 @@ class OneOrder(RuleBasedStateMachine):
 
 test_one_order_keeps_its_invariants = OneOrder.TestCase
 test_one_order_keeps_its_invariants.settings = settings(
-    max_examples=300,
+    max_examples=150,
     stateful_step_count=40,
     deadline=None,
     derandomize=True,

@@ -60,6 +60,10 @@ class FakeRepository:
         order = self.orders.get(order_id)
         return copy.deepcopy(order) if order is not None and order.owner == owner else None
 
+    async def find(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
+        order = self.orders.get(order_id)
+        return copy.deepcopy(order) if order is not None else None
+
     async def add(self, order: Order) -> None:
         await self.save(order)
 
@@ -96,11 +100,23 @@ class FakeKeys:
         return None
 
 
+class FakeInbox:
+    def __init__(self, handled: set[str]) -> None:
+        self.handled = handled
+
+    async def add(self, message_id: str) -> bool:
+        if message_id in self.handled:
+            return False
+        self.handled.add(message_id)
+        return True
+
+
 class FakeStore:
     def __init__(self) -> None:
         self.orders: dict[UUID, Order] = {}
         self.outbox: list[OrderEvent] = []
         self.keys: dict[tuple[str, str], tuple[KeyRecord, datetime]] = {}
+        self.inbox: set[str] = set()
 
 
 class FakeUnitOfWork:
@@ -110,6 +126,7 @@ class FakeUnitOfWork:
     async def __aenter__(self) -> Self:
         self.orders = FakeRepository(dict(self.store.orders), list(self.store.outbox))
         self.keys = FakeKeys(dict(self.store.keys))
+        self.inbox = FakeInbox(set(self.store.inbox))
         return self
 
     async def __aexit__(
@@ -124,6 +141,7 @@ class FakeUnitOfWork:
         self.store.orders = self.orders.orders
         self.store.outbox = self.orders.outbox
         self.store.keys = self.keys.keys
+        self.store.inbox = self.inbox.handled
 
 
 class FakeViews:

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from orders.app import create_app
 from orders.devtoken import generate_key_pair
-from orders.settings import ConfigurationError, DatabaseSettings, Settings
+from orders.settings import ConfigurationError, DatabaseSettings, ServerLimits, Settings
 
 PUBLIC = generate_key_pair()[1].decode()
 REQUIRED = {
@@ -131,6 +131,30 @@ def test_a_lease_must_outlive_the_calls_it_covers(environment: pytest.MonkeyPatc
 
     environment.setenv("ACTION_LEASE_SECONDS", "80")
     assert Settings.load().action_lease_seconds == 80
+
+
+def test_a_jwks_url_over_plain_http_is_refused_unless_allowed_for_local_use(
+    environment: pytest.MonkeyPatch,
+) -> None:
+    environment.delenv("JWT_PUBLIC_KEY")
+    environment.setenv("JWT_JWKS_URL", "http://issuer.test/jwks.json")
+    with pytest.raises(ConfigurationError, match="must be an https:// URL"):
+        Settings.load()
+
+    environment.setenv("JWT_JWKS_ALLOW_HTTP", "true")
+    assert str(Settings.load().jwt_jwks_url) == "http://issuer.test/jwks.json"
+
+    environment.setenv("JWT_JWKS_URL", "https://issuer.test/jwks.json")
+    environment.setenv("JWT_JWKS_ALLOW_HTTP", "false")
+    assert Settings.load().jwt_jwks_url is not None
+
+
+def test_server_limits_have_bounds(environment: pytest.MonkeyPatch) -> None:
+    assert ServerLimits.load().http_max_header_bytes == 16 * 1024
+
+    environment.setenv("HTTP_MAX_HEADER_BYTES", "100")
+    with pytest.raises(ConfigurationError, match="HTTP_MAX_HEADER_BYTES"):
+        ServerLimits.load()
 
 
 def test_missing_settings_are_named_on_one_line(environment: pytest.MonkeyPatch) -> None:

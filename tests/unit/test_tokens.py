@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from jose import jwk, jwt
 
 from orders.devtoken import generate_key_pair
 from orders.settings import ConfigurationError
-from orders.web.tokens import InvalidToken, JwksKeys, StaticKeys, TokenVerifier
+from orders.web.tokens import InvalidToken, JwksKeys, KeysUnavailable, StaticKeys, TokenVerifier
 
 AUD = "orders"
 ISS = "https://issuer.test"
@@ -315,3 +317,154 @@ async def test_a_jwks_key_for_another_algorithm_is_not_used() -> None:
     keys = jwks_keys(issuer, clock)
 
     assert "unknown signing key" in await refused(sign(claims(), headers={"kid": "k1"}), keys)
+
+
+# --- hardening: iat, sub, the JWKS fetch and the JWKS key's curve ----------------------------
+
+
+async def test_a_token_issued_in_the_future_is_refused() -> None:
+    now = int(time.time())
+
+    assert "iat is in the future" in await refused(sign(claims(iat=now + 10**6)))
+    assert "iat is in the future" in await refused(sign(claims(iat=now + 60)))
+
+
+async def test_an_iat_within_the_leeway_is_accepted() -> None:
+    # The verifier allows 10 s of clock skew.
+    token = sign(claims(iat=int(time.time()) + 5))
+
+    assert (await verifier().verify(token))["sub"] == "alice"
+
+
+@pytest.mark.parametrize(
+    ("subject", "reason"),
+    [
+        ("al\x00ice", "control characters"),
+        ("alice\n", "control characters"),
+        ("\x1b[31malice", "control characters"),
+        ("alice\u202egnp.exe", "control characters"),
+        ("\ud800", "control characters"),
+        ("a" * 256, "longer than 255"),
+    ],
+    ids=["nul", "newline", "escape", "bidi-override", "lone-surrogate", "too-long"],
+)
+async def test_a_subject_that_is_no_sensible_identifier_is_refused(
+    subject: str, reason: str
+) -> None:
+    # Built by hand: the JSON escapes (\u0000, \ud800) reach the verifier as they would from
+    # any issuer.
+    header = b64(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(claims(sub=subject)).encode())
+    signing_input = f"{header}.{payload}".encode()
+    private = serialization.load_pem_private_key(PRIVATE, None)
+    assert isinstance(private, rsa.RSAPrivateKey)
+    signature = private.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+    token = f"{header}.{payload}.{b64(signature)}"
+
+    assert reason in await refused(token)
+
+
+async def test_a_subject_of_the_longest_length_with_any_letters_is_accepted() -> None:
+    subject = "ü" * 200 + "user@example.com|" + "x" * 38
+
+    assert (await verifier().verify(sign(claims(sub=subject))))["sub"] == subject
+
+
+def ec_key_pair(curve: ec.EllipticCurve) -> tuple[bytes, bytes]:
+    private = ec.generate_private_key(curve)
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private_pem, public_pem
+
+
+async def test_a_jwks_key_on_another_curve_than_the_algorithm_is_not_used() -> None:
+    # An ES256 token signed with a P-384 key whose JWK names no `alg` (it is optional, and
+    # many issuers leave it out): refused for its curve, as a PEM key would be.
+    private_pem, public_pem = ec_key_pair(ec.SECP384R1())
+    issuer, clock = FakeIssuer(), Clock()
+    data = jwk.construct(public_pem.decode(), "ES384").to_dict()
+    data.pop("alg")
+    assert data["crv"] == "P-384"
+    issuer.keys.append({**data, "kid": "p384", "use": "sig"})
+    keys = jwks_keys(issuer, clock)
+    es256 = verifier(keys, ("ES256",))
+    token = sign(claims(), private_pem, algorithm="ES256", headers={"kid": "p384"})
+
+    with pytest.raises(InvalidToken, match="unknown signing key"):
+        await es256.verify(token)
+
+
+async def test_a_jwks_key_on_the_algorithms_curve_is_used() -> None:
+    private_pem, public_pem = ec_key_pair(ec.SECP256R1())
+    issuer, clock = FakeIssuer(), Clock()
+    data = jwk.construct(public_pem.decode(), "ES256").to_dict()
+    data.pop("alg")
+    issuer.keys.append({**data, "kid": "p256", "use": "sig"})
+    es256 = verifier(jwks_keys(issuer, clock), ("ES256",))
+    token = sign(claims(), private_pem, algorithm="ES256", headers={"kid": "p256"})
+
+    assert (await es256.verify(token))["sub"] == "alice"
+
+
+def serving_jwks(handler: Any, **options: Any) -> JwksKeys:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return JwksKeys(
+        client,
+        "https://issuer.test/.well-known/jwks.json",
+        cache_seconds=600,
+        min_refresh_seconds=30,
+        **options,
+    )
+
+
+def huge_jwks() -> bytes:
+    key = jwk.construct(PUBLIC.decode(), "RS256").to_dict()
+    keys = [{**key, "kid": f"k{n}"} for n in range(400)]  # about 200 KB
+    return json.dumps({"keys": [{**key, "kid": "k1"}, *keys]}).encode()
+
+
+async def test_a_jwks_over_the_size_cap_is_refused() -> None:
+    body = huge_jwks()
+    keys = serving_jwks(lambda request: httpx.Response(200, content=body), max_bytes=64 * 1024)
+
+    with pytest.raises(KeysUnavailable):
+        await keys.key_for("k1", "RS256")
+
+
+async def test_a_streamed_jwks_over_the_size_cap_is_cut_off() -> None:
+    # No Content-Length: the cap applies to what is read.
+    body = huge_jwks()
+    read = 0
+
+    async def chunks() -> AsyncIterator[bytes]:
+        nonlocal read
+        for start in range(0, len(body), 4096):
+            read += 4096
+            yield body[start : start + 4096]
+
+    keys = serving_jwks(lambda request: httpx.Response(200, content=chunks()), max_bytes=64 * 1024)
+
+    with pytest.raises(KeysUnavailable):
+        await keys.key_for("k1", "RS256")
+    assert read <= 64 * 1024 + 4096
+
+
+async def test_a_jwks_that_trickles_in_is_given_up_at_the_deadline() -> None:
+    # Each byte arrives well within any read timeout; only an overall deadline ends it.
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"keys": ['
+        while True:
+            await asyncio.sleep(0.05)
+            yield b" "
+
+    keys = serving_jwks(lambda request: httpx.Response(200, content=trickle()), fetch_timeout=0.5)
+
+    async with asyncio.timeout(5):
+        with pytest.raises(KeysUnavailable):
+            await keys.key_for("k1", "RS256")

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Final
 from urllib.parse import quote
 from uuid import UUID
@@ -103,44 +105,74 @@ def _json_object(service: str, response: httpx.Response) -> dict[str, Any]:
     return body
 
 
-class _Deadline:
-    """Every call of one collaborator ends within `seconds`, retries included."""
+CallObserver = Callable[[str, str, str, float], None]
+"""Hears every call: (service, operation, outcome, seconds), the outcome one of `ok`,
+`refused` (payments said no), `unknown` (it may have taken effect) or `failed` (it surely
+did not)."""
+
+
+class _Collaborator:
+    """Every call of one collaborator ends within `deadline` seconds, retries included, and
+    is reported to `on_call`."""
 
     service: str
+    path: str
 
-    def __init__(self, seconds: float) -> None:
-        self._seconds = seconds
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        deadline: float,
+        on_call: CallObserver | None = None,
+    ) -> None:
+        self._client = client
+        self._url = base_url.rstrip("/") + self.path
+        self._deadline = deadline
+        self._on_call = on_call
 
-    def _within(self) -> asyncio.Timeout:
-        return asyncio.timeout(self._seconds)
+    @asynccontextmanager
+    async def _call(self, operation: str) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        outcome = "failed"
+        try:
+            async with asyncio.timeout(self._deadline):
+                yield
+            outcome = "ok"
+        except TimeoutError:
+            outcome = "unknown"
+            raise CollaboratorTimeout(
+                self.service, f"did not answer within {self._deadline:g} s"
+            ) from None
+        except (PaymentRefused, RefundRefused):
+            outcome = "refused"
+            raise
+        except CollaboratorError as error:
+            outcome = "unknown" if error.unknown_outcome else "failed"
+            raise
+        finally:
+            if self._on_call is not None:
+                self._on_call(self.service, operation, outcome, time.perf_counter() - started)
 
-    def _late(self) -> CollaboratorTimeout:
-        return CollaboratorTimeout(self.service, f"did not answer within {self._seconds:g} s")
 
-
-class HttpPayments(_Deadline):
+class HttpPayments(_Collaborator):
     """`POST {PAYMENTS_URL}/payments {"order_id"}` → 201 `{"payment_id", "status"}`;
     `POST {PAYMENTS_URL}/payments/{payment_id}/refund` → 201 `{"refund_id", "status"}`."""
 
     service = "payments"
-
-    def __init__(self, client: httpx.AsyncClient, base_url: str, deadline: float) -> None:
-        super().__init__(deadline)
-        self._client = client
-        self._url = base_url.rstrip("/") + "/payments"
+    path = "/payments"
 
     async def charge(self, order_id: UUID, idempotency_key: str) -> UUID:
-        try:
-            async with self._within():
-                response = await _post(
-                    self._client,
-                    self.service,
-                    self._url,
-                    {"order_id": str(order_id)},
-                    idempotency_key,
-                )
-        except TimeoutError:
-            raise self._late() from None
+        async with self._call("charge"):
+            return await self._charge(order_id, idempotency_key)
+
+    async def refund(self, payment_id: UUID, idempotency_key: str) -> UUID:
+        async with self._call("refund"):
+            return await self._refund(payment_id, idempotency_key)
+
+    async def _charge(self, order_id: UUID, idempotency_key: str) -> UUID:
+        response = await _post(
+            self._client, self.service, self._url, {"order_id": str(order_id)}, idempotency_key
+        )
         if response.status_code != httpx.codes.CREATED:
             raise _unexpected(self.service, response)
         body = _json_object(self.service, response)
@@ -152,13 +184,9 @@ class HttpPayments(_Deadline):
             raise CollaboratorBadAnswer(self.service, f"payment status is {status!r}")
         return _uuid(self.service, body, "payment_id")
 
-    async def refund(self, payment_id: UUID, idempotency_key: str) -> UUID:
+    async def _refund(self, payment_id: UUID, idempotency_key: str) -> UUID:
         url = f"{self._url}/{payment_id}/refund"
-        try:
-            async with self._within():
-                response = await _post(self._client, self.service, url, None, idempotency_key)
-        except TimeoutError:
-            raise self._late() from None
+        response = await _post(self._client, self.service, url, None, idempotency_key)
         if response.status_code != httpx.codes.CREATED:
             raise _unexpected(self.service, response)
         body = _json_object(self.service, response)
@@ -177,28 +205,28 @@ def _uuid(service: str, body: dict[str, Any], name: str) -> UUID:
         raise CollaboratorBadAnswer(service, f"answered without a valid {name}") from None
 
 
-class HttpKitchen(_Deadline):
+class HttpKitchen(_Collaborator):
     """`POST {KITCHEN_URL}/kitchen/schedules` and `.../schedules/{id}/cancel`."""
 
     service = "kitchen"
-
-    def __init__(self, client: httpx.AsyncClient, base_url: str, deadline: float) -> None:
-        super().__init__(deadline)
-        self._client = client
-        self._base = base_url.rstrip("/") + "/kitchen/schedules"
+    path = "/kitchen/schedules"
 
     async def schedule(self, order_id: UUID, items: Sequence[OrderItem]) -> str:
+        async with self._call("schedule"):
+            return await self._schedule(order_id, items)
+
+    async def cancel(self, schedule_id: str) -> None:
+        async with self._call("cancel"):
+            await self._cancel(schedule_id)
+
+    async def _schedule(self, order_id: UUID, items: Sequence[OrderItem]) -> str:
         body = {
             "order": [
                 {"product": item.product, "size": item.size.value, "quantity": item.quantity}
                 for item in items
             ]
         }
-        try:
-            async with self._within():
-                response = await _post(self._client, self.service, self._base, body, str(order_id))
-        except TimeoutError:
-            raise self._late() from None
+        response = await _post(self._client, self.service, self._url, body, str(order_id))
         if response.status_code != httpx.codes.CREATED:
             raise _unexpected(self.service, response)
         schedule_id = _json_object(self.service, response).get("id")
@@ -206,15 +234,8 @@ class HttpKitchen(_Deadline):
             raise CollaboratorBadAnswer(self.service, "answered without a schedule id")
         return str(schedule_id)
 
-    async def cancel(self, schedule_id: str) -> None:
-        try:
-            async with self._within():
-                await self._cancel(schedule_id)
-        except TimeoutError:
-            raise self._late() from None
-
     async def _cancel(self, schedule_id: str) -> None:
-        url = f"{self._base}/{quote(schedule_id, safe='')}/cancel"
+        url = f"{self._url}/{quote(schedule_id, safe='')}/cancel"
         # Cancelling is idempotent, so a lost answer or a 5xx is worth a bounded retry.
         for attempt in range(1, CANCEL_ATTEMPTS + 1):
             try:

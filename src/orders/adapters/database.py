@@ -25,6 +25,8 @@ def make_engine(settings: DatabaseSettings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout,
         # Server-side idle timeouts and failovers close connections; recycle well before.
         pool_recycle=1800,
+        # Errors and logs show statements without their values: those are customer data.
+        hide_parameters=True,
         connect_args={
             "timeout": settings.db_connect_timeout,
             "command_timeout": settings.db_command_timeout,

@@ -181,6 +181,16 @@ class IdempotencyKeyRecord(Base):
     )
 
 
+class InboxRecord(Base):
+    """Ids of the status messages already handled: a message seen again changes nothing."""
+
+    __tablename__ = "inbox"
+
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    handled: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
 orders_table = cast(Table, OrderRecord.__table__)
 order_items_table = cast(Table, OrderItemRecord.__table__)
 outbox_table = cast(Table, OutboxRecord.__table__)
+inbox_table = cast(Table, InboxRecord.__table__)

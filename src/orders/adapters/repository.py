@@ -32,9 +32,11 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orders.adapters.database import driver_fetch
+from orders.adapters.orm import inbox_table as inbox_t
 from orders.adapters.orm import order_items_table as items_t
 from orders.adapters.orm import orders_table as orders_t
 from orders.domain import (
@@ -195,7 +197,16 @@ class SqlOrderRepository:
         self.events: list[OrderEvent] = []
 
     async def get(self, order_id: UUID, owner: str, *, for_update: bool = False) -> Order | None:
-        query = select(*_ORDER_COLUMNS).where(orders_t.c.id == order_id, orders_t.c.owner == owner)
+        return await self._get(order_id, owner, for_update=for_update)
+
+    async def find(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
+        """The order whoever owns it: for news from kitchen and delivery, which know no owner."""
+        return await self._get(order_id, None, for_update=for_update)
+
+    async def _get(self, order_id: UUID, owner: str | None, *, for_update: bool) -> Order | None:
+        query = select(*_ORDER_COLUMNS).where(orders_t.c.id == order_id)
+        if owner is not None:
+            query = query.where(orders_t.c.owner == owner)
         if for_update:
             query = query.with_for_update()
         row = (await self._connection.execute(query)).first()
@@ -264,6 +275,24 @@ class SqlOrderRepository:
         for order in orders:
             self._loaded_items[order.id] = order.items
         return orders
+
+
+class SqlInbox:
+    """The ids of handled messages, in the `inbox` table, in one transaction."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    async def add(self, message_id: str) -> bool:
+        # A concurrent insert of the same id makes this wait for its transaction: if that
+        # commits, this inserts nothing; if it rolls back, this one takes its place.
+        inserted = await self._connection.execute(
+            pg_insert(inbox_t)
+            .values(message_id=message_id)
+            .on_conflict_do_nothing()
+            .returning(inbox_t.c.message_id)
+        )
+        return inserted.first() is not None
 
 
 # The read side: what the API shows of an order, in plain SQL for asyncpg.

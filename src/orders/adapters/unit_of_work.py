@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -9,18 +10,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransactio
 
 from orders.adapters.database import is_unavailable
 from orders.adapters.keys import SqlKeyRepository
-from orders.adapters.repository import SqlOrderRepository
+from orders.adapters.repository import SqlInbox, SqlOrderRepository
+from orders.domain import OrderEvent
 from orders.service.ports import StorageUnavailable
+
+EventObserver = Callable[[Sequence[OrderEvent]], None]
 
 
 class SqlUnitOfWork:
-    """`async with SqlUnitOfWork(engine) as uow: ...; await uow.commit()`."""
+    """`async with SqlUnitOfWork(engine) as uow: ...; await uow.commit()`.
+
+    `on_committed` hears the events a transaction wrote, once it has committed.
+    """
 
     orders: SqlOrderRepository
     keys: SqlKeyRepository
+    inbox: SqlInbox
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, on_committed: EventObserver | None = None) -> None:
         self._engine = engine
+        self._on_committed = on_committed
         self._connection: AsyncConnection | None = None
         self._transaction: AsyncTransaction | None = None
 
@@ -35,12 +44,15 @@ class SqlUnitOfWork:
             raise
         self.orders = SqlOrderRepository(self._connection)
         self.keys = SqlKeyRepository(self._connection)
+        self.inbox = SqlInbox(self._connection)
         return self
 
     async def commit(self) -> None:
         if self._transaction is None:
             raise RuntimeError("commit() outside `async with`")
         await self._transaction.commit()
+        if self._on_committed is not None and self.orders.events:
+            self._on_committed(self.orders.events)
 
     async def __aexit__(
         self,

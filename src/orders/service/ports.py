@@ -20,6 +20,10 @@ class OrderRepository(Protocol):
         """The caller's order; with `for_update`, locked until the transaction ends."""
         ...
 
+    async def find(self, order_id: UUID, *, for_update: bool = False) -> Order | None:
+        """The order whoever owns it (for news from kitchen and delivery, which name no owner)."""
+        ...
+
     async def add(self, order: Order) -> None: ...
 
     async def save(self, order: Order) -> None: ...
@@ -93,6 +97,15 @@ class IdempotencyKeys(Protocol):
         ...
 
 
+class Inbox(Protocol):
+    """Ids of the messages handled so far, kept in the transaction that handles them."""
+
+    async def add(self, message_id: str) -> bool:
+        """Record `message_id`; False when it was recorded already (a duplicate). Waits for
+        a transaction handling the same message at the same time to end first."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One database transaction: nothing is kept unless `commit` is awaited."""
 
@@ -101,6 +114,9 @@ class UnitOfWork(Protocol):
 
     @property
     def keys(self) -> KeyRepository: ...
+
+    @property
+    def inbox(self) -> Inbox: ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import Final, cast
+from typing import Any, Final, cast
 from uuid import UUID
 
 from pydantic import ValidationError
@@ -54,11 +55,40 @@ def _is_json(content_type: str | None) -> bool:
     )
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _DuplicateKey
+    return result
+
+
+def _has_duplicate_keys(body: bytes) -> bool:
+    """Whether a JSON object in `body` repeats a key.
+
+    Parsers disagree on which one wins (the last, for pydantic), so a proxy that checks the
+    first would approve a different order than the one stored. Malformed JSON is left to the
+    schema's parser, which says what is wrong with it.
+    """
+    try:
+        json.loads(body, object_pairs_hook=_unique_keys)
+    except _DuplicateKey:
+        return True
+    except (ValueError, RecursionError):
+        return False
+    return False
+
+
 async def _items(request: Request) -> list[OrderItem]:
     """The validated `{"order": [...]}` body: 415, 400 or 422 when it is not acceptable."""
     if not _is_json(request.headers.get("content-type")):
         raise HTTPException(415, "Content-Type must be application/json")
     body = await request.body()
+    if _has_duplicate_keys(body):
+        raise HTTPException(400, "Duplicate key in JSON body")
     schema = cast(type[CreateOrder], request.state.create_order_schema)
     try:
         payload = schema.model_validate_json(body)

@@ -25,7 +25,8 @@ DOCS_PATH: Final = "/docs/orders"
 DOCS_ASSETS_PATH: Final = "/docs/orders/assets"
 
 _ERRORS: Final = {
-    400: "Malformed JSON body, or a malformed `Idempotency-Key`.",
+    400: "Malformed JSON body (or a key repeated within one JSON object), or a malformed"
+    " `Idempotency-Key`.",
     401: "Missing or invalid bearer token.",
     402: "The payment was refused; nothing was charged.",
     404: "No such order for the caller (another user's order answers the same).",

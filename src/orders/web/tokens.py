@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
@@ -35,6 +36,11 @@ _MAX_TOKEN_LENGTH: Final = 8192
 # A real header is {"alg", "typ", "kid"}: well under this.
 _MAX_HEADER_LENGTH: Final = 1024
 VERIFIED_CACHE_SIZE: Final = 4096
+# `sub` becomes the owner of orders, in the database and in logs: an identifier, not a text.
+MAX_SUBJECT_LENGTH: Final = 255
+# Control, format (bidi overrides, zero-width) and lone surrogate characters (which no
+# encoding accepts).
+_UNFIT_IN_SUBJECT: Final = frozenset({"Cc", "Cf", "Cs"})
 
 
 class InvalidToken(Exception):
@@ -59,6 +65,8 @@ def _construct(key_data: Any, algorithm: str) -> Key | None:
 
 
 _CURVES: Final = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+# The same curves as a JWK's `crv` names them (RFC 7518 §6.2.1.1).
+_JWK_CURVES: Final = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
 
 
 def _fits(public_key: PublicKeyTypes, algorithm: str) -> bool:
@@ -98,9 +106,17 @@ class StaticKeys:
         return self._keys.get(algorithm)
 
 
+class JwksTooLarge(Exception):
+    """The JWKS endpoint sent more than the size cap allows."""
+
+
 class JwksKeys:
     """Keys from a JWKS URL: cached, refreshed when stale or when a token names an unknown
-    `kid`, but never fetched more often than `min_refresh` seconds apart."""
+    `kid`, but never fetched more often than `min_refresh` seconds apart.
+
+    A fetch reads at most `max_bytes` and takes at most `fetch_timeout` seconds in all
+    (connect, headers and body): requests waiting for the keys wait no longer than that.
+    """
 
     def __init__(
         self,
@@ -109,12 +125,16 @@ class JwksKeys:
         *,
         cache_seconds: float,
         min_refresh_seconds: float,
+        max_bytes: int = 256 * 1024,
+        fetch_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._url = url
         self._cache_seconds = cache_seconds
         self._min_refresh = min_refresh_seconds
+        self._max_bytes = max_bytes
+        self._fetch_timeout = fetch_timeout
         self._clock = clock
         self._jwks: dict[str | None, dict[str, Any]] = {}
         self._built: dict[tuple[str | None, str], Key | None] = {}
@@ -139,9 +159,31 @@ class JwksKeys:
     def _build(data: dict[str, Any], algorithm: str) -> Key | None:
         if data.get("alg", algorithm) != algorithm or data.get("use", "sig") != "sig":
             return None
-        if data.get("kty") not in ("RSA", "EC"):
+        # The key's type and curve must be the algorithm's, as for a PEM key: an ES256 token
+        # is never checked with a P-384 key, nor an RS256 token with an EC key.
+        if algorithm.startswith("RS"):
+            if data.get("kty") != "RSA":
+                return None
+        elif data.get("kty") != "EC" or data.get("crv") != _JWK_CURVES.get(algorithm):
             return None
         return _construct(data, algorithm)
+
+    async def _fetch(self) -> Any:
+        """The JWKS document, read within the deadline and the size cap."""
+        async with (
+            asyncio.timeout(self._fetch_timeout),
+            self._client.stream("GET", self._url) as response,
+        ):
+            response.raise_for_status()
+            declared = response.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self._max_bytes:
+                raise JwksTooLarge(f"Content-Length {declared} over {self._max_bytes} bytes")
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > self._max_bytes:
+                    raise JwksTooLarge(f"more than {self._max_bytes} bytes")
+        return json.loads(body)
 
     async def _refresh(self) -> None:
         async with self._lock:
@@ -150,10 +192,18 @@ class JwksKeys:
                 return
             self._fetched_at = self._clock()
             try:
-                response = await self._client.get(self._url)
-                response.raise_for_status()
-                keys = response.json()["keys"]
+                keys = (await self._fetch())["keys"]
                 jwks = {key.get("kid"): key for key in keys if isinstance(key, dict)}
+            except TimeoutError:
+                logger.warning(
+                    "could not fetch the JWKS from %s: no complete answer within %g s",
+                    self._url,
+                    self._fetch_timeout,
+                )
+                return
+            except JwksTooLarge as error:
+                logger.warning("refused the JWKS from %s: %s", self._url, error)
+                return
             except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
                 logger.warning("could not fetch the JWKS from %s", self._url, exc_info=True)
                 return
@@ -313,7 +363,22 @@ class TokenVerifier:
             if "Signature verification failed" in message:
                 raise InvalidToken("invalid token signature") from None
             raise InvalidToken(f"invalid token: {message}") from None
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise InvalidToken("invalid claims: sub must be a non-empty string")
+        self._check_issued_at(claims)
+        _check_subject(claims.get("sub"))
         return claims, kid, algorithm, key
+
+    def _check_issued_at(self, claims: dict[str, Any]) -> None:
+        # jose checks only that `iat` is a number; a token issued in the future is not one
+        # this issuer made with a sane clock.
+        issued_at = claims.get("iat")
+        if issued_at is not None and issued_at > self._clock() + self._leeway:
+            raise InvalidToken("invalid claims: iat is in the future")
+
+
+def _check_subject(subject: Any) -> None:
+    if not isinstance(subject, str) or not subject:
+        raise InvalidToken("invalid claims: sub must be a non-empty string")
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        raise InvalidToken(f"invalid claims: sub is longer than {MAX_SUBJECT_LENGTH} characters")
+    if any(unicodedata.category(char) in _UNFIT_IN_SUBJECT for char in subject):
+        raise InvalidToken("invalid claims: sub holds control characters")
