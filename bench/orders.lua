@@ -2,8 +2,9 @@
 --
 --   wrk ... -s bench/orders.lua http://127.0.0.1:PORT -- MODE DATA_FILE
 --
--- MODE is `post` (POST /orders with 1-3 random items), `get` (GET /orders/{id} of a random
--- seeded order, as its owner) or `list` (GET /orders?limit=10 as a random user).
+-- MODE is `post` (POST /orders with 1-3 random items), `post-key` (the same with a fresh
+-- `Idempotency-Key` each time, so every request is a first one), `get` (GET /orders/{id}
+-- of a random seeded order, as its owner) or `list` (GET /orders?limit=10 as a random user).
 -- DATA_FILE is Lua written by bench/run.py: `return {{owner=..., token=..., ids={...}}, ...}`.
 -- Every request carries both `Authorization: Bearer <token>` (read by the service) and
 -- `X-Owner: <user>` (read by the reference), so both servers get byte-identical requests.
@@ -15,6 +16,9 @@ local PREBUILT = 4096
 
 local requests = {}
 local count = 0
+-- For `post-key`, requests are made per call from these (a key must never repeat).
+local keyed = nil
+local sent = 0
 
 local thread_number = 0
 
@@ -50,7 +54,7 @@ end
 function init(args)
   local mode, data_file = args[1], args[2]
   if data_file == nil then
-    error("usage: -- post|get|list DATA_FILE")
+    error("usage: -- post|post-key|get|list DATA_FILE")
   end
   math.randomseed(os.time() * 100 + (seed or 0))
   local users = dofile(data_file)
@@ -58,6 +62,10 @@ function init(args)
     local user = users[math.random(#users)]
     if mode == "post" then
       requests[i] = wrk.format("POST", "/orders", headers_for(user, true), order_body())
+    elseif mode == "post-key" then
+      keyed = keyed or {}
+      keyed[i] = { headers = headers_for(user, true), body = order_body() }
+      requests[i] = true
     elseif mode == "get" then
       local id = user.ids[math.random(#user.ids)]
       requests[i] = wrk.format("GET", "/orders/" .. id, headers_for(user, false))
@@ -71,6 +79,13 @@ function init(args)
 end
 
 function request()
+  if keyed ~= nil then
+    local template = keyed[math.random(count)]
+    sent = sent + 1
+    template.headers["Idempotency-Key"] =
+      string.format("bench-%d-%d-%d-%d", os.time(), seed or 0, sent, math.random(1000000000))
+    return wrk.format("POST", "/orders", template.headers, template.body)
+  end
   return requests[math.random(count)]
 end
 

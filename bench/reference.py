@@ -109,14 +109,11 @@ async def get_order(request: Request) -> Response:
 
 
 async def list_orders(request: Request) -> Response:
-    limit = request.query_params.get("limit")
+    limit = int(request.query_params.get("limit", "20"))
     async with request.state.pool.acquire() as connection:
-        rows = await connection.fetch(
-            LIST_PAGE,
-            request.headers.get("x-owner", ""),
-            int(limit) if limit is not None else None,
-        )
-    return _json({"orders": _fold(rows)})
+        # One more than the page, as the service asks for, to know whether a next page exists.
+        rows = await connection.fetch(LIST_PAGE, request.headers.get("x-owner", ""), limit + 1)
+    return _json({"orders": _fold(rows)[:limit]})
 
 
 async def place_order(request: Request) -> Response:

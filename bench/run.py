@@ -42,6 +42,7 @@ OPERATIONS = {
     "get": "GET /orders/{id}",
     "list": "GET /orders?limit=10",
     "post": "POST /orders",
+    "post-key": "POST /orders + Idempotency-Key",
 }
 AUDIENCE = "orders-bench"
 ISSUER = "orders-bench"

@@ -78,7 +78,7 @@ async def clean_database(database_url: str) -> str:
     """The scratch database, emptied: every test starts from no orders at all."""
     connection = await asyncpg.connect(asyncpg_dsn(make_url(database_url)))
     try:
-        await connection.execute("TRUNCATE orders, outbox, inbox CASCADE")
+        await connection.execute("TRUNCATE orders, outbox, inbox, idempotency_keys CASCADE")
     finally:
         await connection.close()
     return database_url

@@ -28,6 +28,7 @@ from starlette.middleware import Middleware
 from orders.adapters.collaborators import HttpKitchen, HttpPayments, make_http_client
 from orders.adapters.database import make_engine
 from orders.adapters.events import EventCounts, EventWorkers, build_workers
+from orders.adapters.keys import SqlIdempotencyKeys
 from orders.adapters.repository import SqlOrderViews
 from orders.adapters.schema import SchemaHistory, schema_lag
 from orders.adapters.unit_of_work import SqlUnitOfWork
@@ -38,6 +39,7 @@ from orders.observability.middleware import RequestMetricsMiddleware, TracingMid
 from orders.observability.pool import instrument_engine, measured_pool_class, release_engine
 from orders.observability.server import start_metrics_server
 from orders.observability.tracing import Tracing, TracingConfigurationError
+from orders.service.idempotency import IdempotentRequests, KeyPurger
 from orders.service.orders import OrderService
 from orders.service.ports import PendingCount
 from orders.service.reconciler import Reconciler
@@ -46,6 +48,7 @@ from orders.settings import ConfigurationError, Settings
 from orders.web.errors import EXCEPTION_HANDLERS
 from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from orders.web.openapi import build_openapi
+from orders.web.pages import make_pages
 from orders.web.routes import routes
 from orders.web.schemas import create_order_schema
 from orders.web.tokens import JwksKeys, KeySource, StaticKeys, TokenVerifier
@@ -135,7 +138,11 @@ def create_app(
 
     configure_logging(settings.log_level, settings.log_format)
     create_order = create_order_schema(settings.max_items_per_order)
-    openapi_document = to_json(build_openapi(create_order))
+    cursor_secret = settings.page_cursor_key or settings.database_url
+    pages = make_pages(
+        settings.page_size, settings.page_size_max, cursor_secret.get_secret_value().encode()
+    )
+    openapi_document = to_json(build_openapi(create_order, pages.query, settings.page_size))
     metrics = Metrics(commit=settings.build_commit)
     pool_capacity = settings.db_pool_size + settings.db_max_overflow
 
@@ -181,6 +188,15 @@ def create_app(
             lease=timedelta(seconds=settings.action_lease_seconds),
             retry_base=timedelta(seconds=settings.reconcile_interval_seconds),
             retry_max=timedelta(seconds=settings.reconcile_retry_max_seconds),
+            key_ttl=timedelta(seconds=settings.idempotency_key_ttl_seconds),
+        )
+        idempotent_requests = IdempotentRequests(
+            SqlIdempotencyKeys(engine),
+            ttl=timedelta(seconds=settings.idempotency_key_ttl_seconds),
+            lease=timedelta(seconds=settings.action_lease_seconds),
+        )
+        key_purger = KeyPurger(
+            idempotent_requests, interval=settings.idempotency_purge_interval_seconds
         )
         reconciler = Reconciler(
             service,
@@ -205,6 +221,7 @@ def create_app(
         if settings.reconcile_enabled:
             reconciler.start()
         events.start()
+        key_purger.start()
         watching = None
         if settings.metrics_port is not None:
             watching = asyncio.create_task(
@@ -216,6 +233,8 @@ def create_app(
                 "orders": service,
                 "verifier": TokenVerifier.from_settings(settings, keys),
                 "create_order_schema": create_order,
+                "pages": pages,
+                "idempotent_requests": idempotent_requests,
                 # The revision is read on every probe, in the query a bare ping would
                 # make anyway: no extra round trip, and a restored or downgraded database
                 # is noticed at once rather than after a cache expires.
@@ -229,6 +248,7 @@ def create_app(
                     await watching
             await events.stop()
             await reconciler.stop()
+            await key_purger.stop()
             if metrics_server is not None:
                 await metrics_server.stop()
             await client.aclose()

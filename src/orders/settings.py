@@ -229,6 +229,26 @@ class Settings(EventSettings):
         default=300.0, gt=0, description="Longest wait between two tries of an unknown outcome."
     )
 
+    # Pages, idempotency keys (DESIGN §2.1).
+    page_size: int = Field(
+        default=20, ge=1, le=1000, description="Orders in a list page when `limit` is not given."
+    )
+    page_size_max: int = Field(
+        default=100, ge=1, le=1000, description="The largest `limit` a list request may ask for."
+    )
+    page_cursor_key: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description="Secret the page cursors are signed with, the same in every replica; "
+        "without it, one is derived from DATABASE_URL.",
+    )
+    idempotency_key_ttl_seconds: float = Field(
+        default=86400.0, gt=0, description="How long an idempotency key and its answer live."
+    )
+    idempotency_purge_interval_seconds: float = Field(
+        default=300.0, gt=0, description="Seconds between two clean-ups of expired keys."
+    )
+
     # HTTP and operations.
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_items_per_order: int = Field(default=100, ge=1, le=10_000)
@@ -286,6 +306,14 @@ class Settings(EventSettings):
             raise ValueError(
                 f"ACTION_LEASE_SECONDS ({self.action_lease_seconds:g}) must be at least "
                 f"{CALLS_PER_CLAIM} times HTTP_CALL_DEADLINE ({self.http_call_deadline:g})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _page_size_within_max(self) -> Self:
+        if self.page_size > self.page_size_max:
+            raise ValueError(
+                f"PAGE_SIZE ({self.page_size}) must not exceed PAGE_SIZE_MAX ({self.page_size_max})"
             )
         return self
 

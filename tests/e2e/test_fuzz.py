@@ -14,22 +14,28 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from pydantic import ValidationError
+from schemathesis.config import PositiveDataAcceptanceConfig
 from schemathesis.python.asgi import get_client, shutdown_lifespans
 from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orders.app import create_app
+from orders.domain import OrderStatus, OrderView
 from orders.settings import Settings
 from orders.web.openapi import OPENAPI_PATH, build_openapi
-from orders.web.schemas import create_order_schema
+from orders.web.pages import Pages, make_pages
+from orders.web.schemas import create_order_schema, list_query_schema
 from tests.conftest import TokenFactory
 from tests.support import asyncpg_dsn
 
@@ -44,6 +50,7 @@ class Target:
     def __init__(self) -> None:
         self.app: ASGIApp | None = None
         self.token = ""
+        self.pages: Pages | None = None
         self.requests = 0
         # Successful calls on one order: with made-up ids they are 404, so these show that
         # an order the run created was used again.
@@ -73,11 +80,20 @@ target = Target()
 # The document a default deployment serves; served_app checks the app serves exactly this.
 DOCUMENT = json.loads(
     json.dumps(
-        build_openapi(create_order_schema(Settings.model_fields["max_items_per_order"].default))
+        build_openapi(
+            create_order_schema(Settings.model_fields["max_items_per_order"].default),
+            list_query_schema(Settings.model_fields["page_size_max"].default),
+            Settings.model_fields["page_size"].default,
+        )
     )
 )
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 schema.app = target
+# A valid If-Match that names another version of the order is rightly refused, as a valid
+# action in the wrong status is (409, which schemathesis expects already).
+schema.config.checks.positive_data_acceptance = PositiveDataAcceptanceConfig(
+    expected_statuses=["2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx"]
+)
 
 
 @schema.auth(refresh_interval=None)
@@ -99,6 +115,12 @@ def served_app(
     engine is made in that loop and never shared with the test's."""
     target.app = create_app(settings, transport=collaborators)
     target.token = token_for("fuzzer")
+    # What the app signs its page cursors with (see create_app).
+    target.pages = make_pages(
+        settings.page_size,
+        settings.page_size_max,
+        (settings.page_cursor_key or settings.database_url).get_secret_value().encode(),
+    )
     try:
         with get_client(target) as client:
             assert client.get(OPENAPI_PATH).json() == DOCUMENT
@@ -108,6 +130,32 @@ def served_app(
     finally:
         shutdown_lifespans()
         target.app = None
+        target.pages = None
+
+
+def as_a_client_would(case: schemathesis.Case) -> None:
+    """Give a schema-valid case the two values no schema can describe, as a real client has
+    them: a page cursor the app issued (any other is refused, by design), and a fresh
+    idempotency key (one used before for another request is refused, by design). Cases
+    made to be invalid there keep what they were made with."""
+    query, headers, meta = case.query, case.headers, case.meta
+    if query and "after" in query and (meta is None or not meta.is_negative_at("query")):  # type: ignore[arg-type]
+        pages = target.pages
+        assert pages is not None
+        try:
+            cancelled = pages.query.model_validate(query).cancelled
+        except ValidationError:
+            cancelled = None
+        somewhere = OrderView(uuid.uuid4(), datetime.now(UTC), OrderStatus.CREATED, (), 1)
+        query["after"] = pages.cursors.after(somewhere, "fuzzer", cancelled)
+    if (
+        headers
+        and "Idempotency-Key" in headers
+        and (
+            meta is None or not meta.is_negative_at("header")  # type: ignore[arg-type]
+        )
+    ):
+        headers["Idempotency-Key"] = uuid.uuid4().hex
 
 
 @schema.parametrize()
@@ -125,6 +173,7 @@ def served_app(
 )
 @pytest.mark.usefixtures("served_app")
 def test_every_operation_conforms_to_the_document(case: schemathesis.Case) -> None:
+    as_a_client_would(case)
     case.call_and_validate()
 
 
@@ -147,6 +196,9 @@ def test_order_workflows_conform_to_the_document(clean_database: str) -> None:
     # Chains of calls following the document's links: place an order, then read, change,
     # pay, cancel or delete it, with the same checks on every step.
     class OrderWorkflows(schema.as_state_machine()):
+        def before_call(self, case: schemathesis.Case) -> None:
+            as_a_client_would(case)
+
         def setup(self) -> None:
             # The same choices must meet the same state, or Hypothesis cannot replay them.
             empty_database(clean_database)

@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orders.adapters.repository import SqlOrderViews
+from orders.adapters.repository import SqlOrderViews, list_page
 from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.domain import Action, Order, OrderItem, OrderStatus, Pending, RefundStatus, Size
 from tests.support import count_statements
@@ -107,7 +107,7 @@ async def test_orders_are_scoped_by_owner(engine: AsyncEngine) -> None:
     views = SqlOrderViews(engine)
 
     assert await views.get(theirs.id, "alice") is None
-    assert [order.id for order in await views.list("alice")] == [mine.id]
+    assert [order.id for order in await views.list("alice", limit=10)] == [mine.id]
     async with SqlUnitOfWork(engine) as uow:
         assert await uow.orders.get(theirs.id, "alice", for_update=True) is None
 
@@ -118,9 +118,13 @@ async def test_list_is_newest_first_and_ties_break_by_id(engine: AsyncEngine) ->
     tied = sorted((new_order(created=now) for _ in range(3)), key=lambda o: o.id, reverse=True)
     await add(engine, older, *tied)
 
-    listed = await SqlOrderViews(engine).list("alice")
+    views = SqlOrderViews(engine)
+    listed = await views.list("alice", limit=10)
+    # A page after the first tied order continues with the other two, then the older one.
+    after = await views.list("alice", limit=10, after=(now, tied[0].id))
 
     assert [order.id for order in listed] == [*(o.id for o in tied), older.id]
+    assert [order.id for order in after] == [tied[1].id, tied[2].id, older.id]
 
 
 async def test_reading_one_order_is_one_statement(engine: AsyncEngine) -> None:
@@ -136,16 +140,20 @@ async def test_reading_one_order_is_one_statement(engine: AsyncEngine) -> None:
     assert kinds(statements) == ["SELECT"]
 
 
-@pytest.mark.parametrize("limit", [None, 10])
-async def test_listing_n_orders_is_one_statement(engine: AsyncEngine, limit: int | None) -> None:
-    await add(engine, *(new_order(items=3) for _ in range(20)))
+@pytest.mark.parametrize("after", [False, True])
+async def test_listing_a_page_is_one_statement(engine: AsyncEngine, after: bool) -> None:
+    orders = [new_order(items=3) for _ in range(25)]
+    await add(engine, *orders)
     views = SqlOrderViews(engine)
-    await views.list("alice", limit=limit)
+    newest = max(orders, key=lambda o: (o.created, o.id))
+    position = (newest.created, newest.id) if after else None
+    await views.list("alice", limit=10, after=position)
 
     async with count_statements(engine) as statements:
-        listed = await views.list("alice", limit=limit)
+        listed = await views.list("alice", limit=10, after=position)
 
-    assert len(listed) == (limit or 20)
+    assert len(listed) == 10
+    assert (newest.id in [order.id for order in listed]) is not after
     assert all(len(order.items) == 3 for order in listed)
     assert kinds(statements) == ["SELECT"]
 
@@ -163,7 +171,7 @@ async def test_the_list_filters_cancelled_orders(engine: AsyncEngine, cancelled:
             text("UPDATE orders SET status = 'cancelled' WHERE id = :id"), {"id": gone.id}
         )
 
-    listed = await SqlOrderViews(engine).list("alice", cancelled=cancelled)
+    listed = await SqlOrderViews(engine).list("alice", limit=10, cancelled=cancelled)
 
     assert [order.id for order in listed] == [gone.id if cancelled else kept.id]
 
@@ -354,3 +362,37 @@ async def test_deleting_an_order_deletes_its_items(engine: AsyncEngine) -> None:
         remaining = (await connection.execute(text("SELECT count(*) FROM order_items"))).scalar()
 
     assert remaining == 0
+
+
+@pytest.mark.parametrize("cancelled", [None, True, False])
+async def test_a_page_deep_in_a_history_is_a_range_of_the_owner_index(
+    engine: AsyncEngine, cancelled: bool | None
+) -> None:
+    # Enough rows of other owners that the planner prefers the index when it can use it.
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO orders (id, owner, created, status, version)"
+                " SELECT gen_random_uuid(), 'owner-' || (n % 500), now() - n * interval '1 s',"
+                " 'created', 1 FROM generate_series(1, 20000) AS n"
+            )
+        )
+        await connection.execute(text("ANALYZE orders"))
+        plan = await connection.execute(
+            text(
+                "EXPLAIN "
+                + list_page(cancelled, after=True)
+                .replace("$1", "'owner-7'")
+                .replace("$2", "10")
+                .replace("$3", "now()")
+                .replace("$4", "gen_random_uuid()")
+            )
+        )
+    lines = "\n".join(row[0] for row in plan)
+
+    # The index is read from the cursor on (never from the newest order): a page costs the
+    # same however deep in a history it is.
+    assert "ix_orders_owner_created" in lines, lines
+    bounds = [line for line in lines.splitlines() if "Index Cond: ((owner" in line]
+    assert len(bounds) == 1, lines
+    assert "created <=" in bounds[0], lines

@@ -30,16 +30,21 @@ from orders.domain import (
     Pending,
     RefundStatus,
     Size,
+    VersionMismatch,
 )
+from orders.service.idempotency import AlreadyAnswered, Idempotent, KeyReused
 from orders.service.orders import OrderService
 from orders.service.ports import (
     CollaboratorBadAnswer,
     CollaboratorError,
     CollaboratorTimeout,
     CollaboratorUnavailable,
+    KeyRecord,
     PaymentRefused,
     PendingCount,
     RefundRefused,
+    RequestKey,
+    StoredAnswer,
 )
 
 ITEMS = (OrderItem("latte", Size.BIG, 2),)
@@ -79,6 +84,22 @@ class FakeRepository:
         return [copy.deepcopy(order) for order in due[:limit]]
 
 
+class FakeKeys:
+    """Idempotency keys of one unit of work: a dict, kept on commit."""
+
+    def __init__(self, keys: dict[tuple[str, str], tuple[KeyRecord, datetime]]) -> None:
+        self.keys = keys
+
+    async def add(
+        self, key: RequestKey, answer: StoredAnswer, now: datetime, expires: datetime
+    ) -> KeyRecord | None:
+        found = self.keys.get((key.owner, key.key))
+        if found is not None and found[1] > now:
+            return found[0]
+        self.keys[key.owner, key.key] = (KeyRecord(key.fingerprint, answer), expires)
+        return None
+
+
 class FakeInbox:
     def __init__(self, handled: set[str]) -> None:
         self.handled = handled
@@ -94,6 +115,7 @@ class FakeStore:
     def __init__(self) -> None:
         self.orders: dict[UUID, Order] = {}
         self.outbox: list[OrderEvent] = []
+        self.keys: dict[tuple[str, str], tuple[KeyRecord, datetime]] = {}
         self.inbox: set[str] = set()
 
 
@@ -103,6 +125,7 @@ class FakeUnitOfWork:
 
     async def __aenter__(self) -> Self:
         self.orders = FakeRepository(dict(self.store.orders), list(self.store.outbox))
+        self.keys = FakeKeys(dict(self.store.keys))
         self.inbox = FakeInbox(set(self.store.inbox))
         return self
 
@@ -117,6 +140,7 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         self.store.orders = self.orders.orders
         self.store.outbox = self.orders.outbox
+        self.store.keys = self.keys.keys
         self.store.inbox = self.inbox.handled
 
 
@@ -129,9 +153,18 @@ class FakeViews:
         return order.view() if order is not None and order.owner == owner else None
 
     async def list(
-        self, owner: str, *, cancelled: bool | None = None, limit: int | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        cancelled: bool | None = None,
+        after: tuple[datetime, UUID] | None = None,
     ) -> list[OrderView]:
-        mine = [order.view() for order in self.store.orders.values() if order.owner == owner]
+        mine = [
+            order.view()
+            for order in self.store.orders.values()
+            if order.owner == owner and (after is None or (order.created, order.id) < after)
+        ]
         return sorted(mine, key=lambda view: (view.created, view.id), reverse=True)[:limit]
 
     async def pending(self) -> Sequence[PendingCount]:
@@ -252,9 +285,78 @@ async def test_place_get_and_list(world: World) -> None:
     second = await world.place()
 
     assert (await world.service.get_order(first, "alice")).status is OrderStatus.CREATED
-    listed = await world.service.list_orders("alice")
-    assert [view.id for view in listed] == [second, first]
+    page = await world.service.list_orders("alice", limit=10)
+    assert [view.id for view in page.orders] == [second, first]
+    assert not page.more
     assert world.events(first) == [EventType.PLACED]
+
+
+async def test_a_page_says_whether_more_follow(world: World) -> None:
+    placed = []
+    for _ in range(3):
+        placed.append(await world.place())
+        world.clock.advance(1)
+
+    first = await world.service.list_orders("alice", limit=2)
+    last = first.orders[-1]
+    rest = await world.service.list_orders("alice", limit=2, after=(last.created, last.id))
+
+    assert ([v.id for v in first.orders], first.more) == ([placed[2], placed[1]], True)
+    assert ([v.id for v in rest.orders], rest.more) == ([placed[0]], False)
+
+
+def _keyed(key: str, fingerprint: bytes = b"request") -> Idempotent:
+    return Idempotent(
+        RequestKey("alice", key, fingerprint),
+        lambda view: StoredAnswer(201, str(view.id).encode(), f"/orders/{view.id}", "tag"),
+    )
+
+
+async def test_a_key_places_one_order_and_replays_its_answer(world: World) -> None:
+    placed = await world.service.place_order("alice", ITEMS, key=_keyed("k"))
+
+    with pytest.raises(AlreadyAnswered) as replay:
+        await world.service.place_order("alice", ITEMS, key=_keyed("k"))
+
+    assert replay.value.answer.body == str(placed.id).encode()
+    assert list(world.store.orders) == [placed.id]
+
+
+async def test_a_key_reused_for_another_request_places_nothing(world: World) -> None:
+    await world.service.place_order("alice", ITEMS, key=_keyed("k"))
+
+    with pytest.raises(KeyReused):
+        await world.service.place_order("alice", ITEMS, key=_keyed("k", b"another"))
+
+    assert len(world.store.orders) == 1
+
+
+async def test_an_expired_key_is_a_new_key(world: World) -> None:
+    await world.service.place_order("alice", ITEMS, key=_keyed("k"))
+    world.clock.advance(timedelta(days=2).total_seconds())
+
+    await world.service.place_order("alice", ITEMS, key=_keyed("k"))
+
+    assert len(world.store.orders) == 2
+
+
+async def test_a_change_to_another_version_is_refused_and_changes_nothing(world: World) -> None:
+    order_id = await world.place()
+    before = copy.deepcopy(world.store.orders[order_id])
+
+    for change in (
+        world.service.update_order(order_id, "alice", ITEMS, if_match=frozenset({7})),
+        world.service.delete_order(order_id, "alice", if_match=frozenset()),
+        world.service.pay(order_id, "alice", if_match=frozenset({0, 2})),
+        world.service.cancel(order_id, "alice", if_match=frozenset({2})),
+    ):
+        with pytest.raises(VersionMismatch):
+            await change
+
+    after = world.store.orders[order_id]
+    assert (after.version, after.status, after.claim) == (before.version, before.status, None)
+    paid = await world.service.pay(order_id, "alice", if_match=frozenset({before.version}))
+    assert paid.status is OrderStatus.PROGRESS
 
 
 async def test_others_orders_are_not_found(world: World) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     Table,
@@ -145,6 +146,38 @@ class OutboxRecord(Base):
         CheckConstraint(_one_of("type", EventType), name="type"),
         CheckConstraint("sequence >= 1", name="sequence"),
         Index("ix_outbox_unpublished", "position", postgresql_where=text("published IS NULL")),
+    )
+
+
+class IdempotencyKeyRecord(Base):
+    """A caller's idempotency key: while its request runs, who holds it and until when;
+    then the answer to replay (DESIGN §2.1). Gone once expired."""
+
+    __tablename__ = "idempotency_keys"
+
+    owner: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    # SHA-256 of the request (method, path, body): the same key for another request is refused.
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary)
+    token: Mapped[uuid.UUID | None] = mapped_column(Uuid(as_uuid=True))
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    status: Mapped[int | None] = mapped_column(SmallInteger)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    location: Mapped[str | None] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(Text)
+    expires: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        # Either running (held by a token until `locked_until`) or answered, never both.
+        CheckConstraint(
+            "(status IS NULL) = (body IS NULL)"
+            " AND (status IS NULL) = (locked_until IS NOT NULL)"
+            " AND (token IS NULL) = (locked_until IS NULL)",
+            name="state",
+        ),
+        CheckConstraint("status IS NULL OR status BETWEEN 100 AND 599", name="status"),
+        # The clean-up deletes by expiry.
+        Index("ix_idempotency_keys_expires", "expires"),
     )
 
 

@@ -308,18 +308,22 @@ ORDER BY order_items.position"""  # noqa: S608
 
 
 @cache
-def list_page(cancelled: bool | None, limited: bool) -> str:
-    """The page query for this filter: `$1` is the owner, `$2` the limit when `limited`."""
+def list_page(cancelled: bool | None, after: bool) -> str:
+    """The page query for this filter: `$1` is the owner, `$2` the limit, and with `after`
+    `$3`, `$4` the (created, id) the page starts after. The keyset condition is a row
+    comparison, so the page is a backward range scan of ix_orders_owner_created however
+    deep it is."""
     where = "owner = $1"
     if cancelled is not None:
         where += " AND status " + ("=" if cancelled else "<>") + " 'cancelled'"
-    limit = " LIMIT $2" if limited else ""
+    if after:
+        where += " AND (created, id) < ($3, $4)"
     return f"""
 SELECT {_VIEW_COLUMNS}, {_ITEMS}
 FROM (
     SELECT id, created, status, version FROM orders
     WHERE {where}
-    ORDER BY created DESC, id DESC{limit}
+    ORDER BY created DESC, id DESC LIMIT $2
 ) AS o LEFT OUTER JOIN order_items ON order_items.order_id = o.id
 ORDER BY o.created DESC, o.id DESC, order_items.position"""  # noqa: S608
 
@@ -372,10 +376,15 @@ class SqlOrderViews:
         return views[0] if views else None
 
     async def list(
-        self, owner: str, *, cancelled: bool | None = None, limit: int | None = None
+        self,
+        owner: str,
+        *,
+        limit: int,
+        cancelled: bool | None = None,
+        after: tuple[datetime, UUID] | None = None,
     ) -> list[OrderView]:
-        sql = list_page(cancelled, limit is not None)
-        args = (owner, limit) if limit is not None else (owner,)
+        sql = list_page(cancelled, after is not None)
+        args = (owner, limit) if after is None else (owner, limit, *after)
         return _to_views(await driver_fetch(self._engine, sql, args))
 
     async def pending(self) -> Sequence[PendingCount]:

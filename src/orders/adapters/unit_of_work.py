@@ -9,6 +9,7 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction
 
 from orders.adapters.database import is_unavailable
+from orders.adapters.keys import SqlKeyRepository
 from orders.adapters.repository import SqlInbox, SqlOrderRepository
 from orders.domain import OrderEvent
 from orders.service.ports import StorageUnavailable
@@ -23,6 +24,7 @@ class SqlUnitOfWork:
     """
 
     orders: SqlOrderRepository
+    keys: SqlKeyRepository
     inbox: SqlInbox
 
     def __init__(self, engine: AsyncEngine, on_committed: EventObserver | None = None) -> None:
@@ -41,6 +43,7 @@ class SqlUnitOfWork:
                 raise StorageUnavailable("the database is unavailable") from error
             raise
         self.orders = SqlOrderRepository(self._connection)
+        self.keys = SqlKeyRepository(self._connection)
         self.inbox = SqlInbox(self._connection)
         return self
 

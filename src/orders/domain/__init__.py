@@ -6,6 +6,7 @@ from orders.domain.errors import (
     InvalidTransition,
     OrderNotFound,
     OutcomePending,
+    VersionMismatch,
 )
 from orders.domain.model import (
     ALLOWED_FROM,
@@ -40,4 +41,5 @@ __all__ = [
     "Pending",
     "RefundStatus",
     "Size",
+    "VersionMismatch",
 ]

@@ -57,3 +57,12 @@ class ActionInProgress(DomainError):
         super().__init__(f"cannot {action} this order while another payment or cancellation runs")
         self.order_id = order_id
         self.action = action
+
+
+class VersionMismatch(DomainError):
+    """The caller asked to change the order only as it last saw it, and it has changed since."""
+
+    def __init__(self, order_id: UUID, version: int) -> None:
+        super().__init__(f"order {order_id} has changed (it is at version {version})")
+        self.order_id = order_id
+        self.version = version

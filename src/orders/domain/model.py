@@ -24,7 +24,12 @@ from enum import StrEnum
 from typing import Final
 from uuid import UUID, uuid4
 
-from orders.domain.errors import ActionInProgress, InvalidTransition, OutcomePending
+from orders.domain.errors import (
+    ActionInProgress,
+    InvalidTransition,
+    OutcomePending,
+    VersionMismatch,
+)
 
 MAX_QUANTITY: Final = 1_000_000
 
@@ -212,6 +217,12 @@ class Order:
 
     def view(self) -> OrderView:
         return OrderView(self.id, self.created, self.status, self.items, self.version)
+
+    def expect(self, versions: frozenset[int] | None) -> None:
+        """Raise VersionMismatch unless the order is at one of `versions` (None: any): a
+        client changes the order only as it last saw it."""
+        if versions is not None and self.version not in versions:
+            raise VersionMismatch(self.id, self.version)
 
     def check(self, action: Action, now: datetime) -> None:
         """Raise a domain error unless `action` is allowed now."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
@@ -27,6 +28,7 @@ from orders.domain import (
     OrderView,
     RefundStatus,
 )
+from orders.service.idempotency import Idempotent, refuse
 from orders.service.ports import (
     CollaboratorError,
     Kitchen,
@@ -43,6 +45,14 @@ logger = logging.getLogger(__name__)
 Change = Callable[[Order, datetime], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list; `more` says whether orders follow it."""
+
+    orders: list[OrderView]
+    more: bool
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -51,7 +61,8 @@ class OrderService:
     """The orders use cases, wired to their ports.
 
     `lease` is how long a claim holds an order; `retry_base` and `retry_max` bound the
-    back-off between tries of an outcome that stays unknown.
+    back-off between tries of an outcome that stays unknown; `key_ttl` how long an
+    idempotency key of a placed order is kept.
     """
 
     def __init__(
@@ -64,6 +75,7 @@ class OrderService:
         lease: timedelta,
         retry_base: timedelta = timedelta(seconds=1),
         retry_max: timedelta = timedelta(minutes=5),
+        key_ttl: timedelta = timedelta(days=1),
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._uow = unit_of_work
@@ -73,6 +85,7 @@ class OrderService:
         self._lease = lease
         self._retry_base = retry_base
         self._retry_max = retry_max
+        self._key_ttl = key_ttl
         self._clock = clock
 
     # Reads.
@@ -84,41 +97,75 @@ class OrderService:
         return order
 
     async def list_orders(
-        self, owner: str, *, cancelled: bool | None = None, limit: int | None = None
-    ) -> list[OrderView]:
-        return await self._views.list(owner, cancelled=cancelled, limit=limit)
+        self,
+        owner: str,
+        *,
+        limit: int,
+        cancelled: bool | None = None,
+        after: tuple[datetime, UUID] | None = None,
+    ) -> Page:
+        """Up to `limit` of the caller's orders, newest first, after the order at `after`
+        (created, id) when given."""
+        # One more than asked for tells whether another page follows, in the same statement.
+        views = await self._views.list(owner, cancelled=cancelled, limit=limit + 1, after=after)
+        return Page(views[:limit], more=len(views) > limit)
 
     # Changes that need no other service.
 
-    async def place_order(self, owner: str, items: Sequence[OrderItem]) -> OrderView:
-        order = Order.place(uuid4(), owner, tuple(items), self._clock())
+    async def place_order(
+        self, owner: str, items: Sequence[OrderItem], *, key: Idempotent | None = None
+    ) -> OrderView:
+        """Place an order. With a key, the key and its answer are stored in the order's own
+        transaction; a request that finds the key answered raises AlreadyAnswered (or
+        KeyReused for another request) and places nothing."""
+        now = self._clock()
+        order = Order.place(uuid4(), owner, tuple(items), now)
+        view = order.view()
         async with self._uow() as uow:
+            if key is not None:
+                # First, so that a concurrent request with the key waits here for this one.
+                found = await uow.keys.add(key.key, key.answer(view), now, now + self._key_ttl)
+                if found is not None:
+                    refuse(found, key.key)
             await uow.orders.add(order)
             await uow.commit()
-        return order.view()
+        return view
 
     async def update_order(
-        self, order_id: UUID, owner: str, items: Sequence[OrderItem]
+        self,
+        order_id: UUID,
+        owner: str,
+        items: Sequence[OrderItem],
+        *,
+        if_match: frozenset[int] | None = None,
     ) -> OrderView:
+        """Replace the items; `if_match`, when given, are the versions the caller may change
+        (checked on the locked order, so that no change slips in between)."""
         async with self._uow() as uow:
             order = await self._load(uow, order_id, owner)
+            order.expect(if_match)
             order.replace_items(tuple(items), self._clock())
             await uow.orders.save(order)
             await uow.commit()
         return order.view()
 
-    async def delete_order(self, order_id: UUID, owner: str) -> None:
+    async def delete_order(
+        self, order_id: UUID, owner: str, *, if_match: frozenset[int] | None = None
+    ) -> None:
         async with self._uow() as uow:
             order = await self._load(uow, order_id, owner)
+            order.expect(if_match)
             order.delete(self._clock())
             await uow.orders.delete(order)
             await uow.commit()
 
     # Pay and cancel.
 
-    async def pay(self, order_id: UUID, owner: str) -> OrderView:
+    async def pay(
+        self, order_id: UUID, owner: str, *, if_match: frozenset[int] | None = None
+    ) -> OrderView:
         """Charge (unless an earlier attempt already did), then schedule in the kitchen."""
-        order, token = await self._take(order_id, owner, Action.PAY)
+        order, token = await self._take(order_id, owner, Action.PAY, if_match)
         order = await self._pay(order, token)
         if order.status is not OrderStatus.PROGRESS:
             # The charge is recorded, but another request took the order over meanwhile and
@@ -126,9 +173,11 @@ class OrderService:
             raise ActionInProgress(order.id, Action.PAY)
         return order.view()
 
-    async def cancel(self, order_id: UUID, owner: str) -> OrderView:
+    async def cancel(
+        self, order_id: UUID, owner: str, *, if_match: frozenset[int] | None = None
+    ) -> OrderView:
         """Cancel: the kitchen first gives up the order, then a charged order is refunded."""
-        order, token = await self._take(order_id, owner, Action.CANCEL)
+        order, token = await self._take(order_id, owner, Action.CANCEL, if_match)
         return (await self._cancel(order, token)).view()
 
     async def resolve_due(self, limit: int) -> int:
@@ -173,10 +222,13 @@ class OrderService:
             f" (still pending: {left})" if left else "",
         )
 
-    async def _take(self, order_id: UUID, owner: str, action: Action) -> tuple[Order, UUID]:
+    async def _take(
+        self, order_id: UUID, owner: str, action: Action, if_match: frozenset[int] | None
+    ) -> tuple[Order, UUID]:
         token = uuid4()
         async with self._uow() as uow:
             order = await self._load(uow, order_id, owner)
+            order.expect(if_match)
             order.take(action, token, self._clock(), self._lease)
             await uow.orders.save(order)
             await uow.commit()

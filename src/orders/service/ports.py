@@ -36,6 +36,67 @@ class OrderRepository(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class RequestKey:
+    """A caller's `Idempotency-Key` and the fingerprint of the request that came with it."""
+
+    owner: str
+    key: str
+    fingerprint: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    """What is replayed for a key: the first answer's status, body and headers."""
+
+    status: int
+    body: bytes
+    location: str | None = None
+    etag: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """A live key as stored: its request's fingerprint, and its answer once there is one."""
+
+    fingerprint: bytes
+    answer: StoredAnswer | None
+
+
+class KeyRepository(Protocol):
+    """Idempotency keys inside a unit of work: stored with the change they answer for."""
+
+    async def add(
+        self, key: RequestKey, answer: StoredAnswer, now: datetime, expires: datetime
+    ) -> KeyRecord | None:
+        """Store the key with its answer, waiting for a transaction that holds the same key;
+        return the live record that stands in the way instead, if any."""
+        ...
+
+
+class IdempotencyKeys(Protocol):
+    """Idempotency keys outside any transaction, for requests that call out while running."""
+
+    async def begin(
+        self, key: RequestKey, token: UUID, now: datetime, locked_until: datetime, expires: datetime
+    ) -> KeyRecord | None:
+        """Hold the key with `token` until `locked_until`; return the live record in the way
+        instead, if any (one held by a request whose lease has run out is taken over)."""
+        ...
+
+    async def finish(self, key: RequestKey, token: UUID, answer: StoredAnswer) -> None:
+        """Store the answer, if `token` still holds the key."""
+        ...
+
+    async def release(self, key: RequestKey, token: UUID) -> None:
+        """Forget the key, if `token` still holds it, so that a retry runs afresh."""
+        ...
+
+    async def purge(self, now: datetime, limit: int) -> int:
+        """Delete up to `limit` expired keys; return how many."""
+        ...
+
+
 class Inbox(Protocol):
     """Ids of the messages handled so far, kept in the transaction that handles them."""
 
@@ -50,6 +111,9 @@ class UnitOfWork(Protocol):
 
     @property
     def orders(self) -> OrderRepository: ...
+
+    @property
+    def keys(self) -> KeyRepository: ...
 
     @property
     def inbox(self) -> Inbox: ...
@@ -81,8 +145,16 @@ class OrderViews(Protocol):
     async def get(self, order_id: UUID, owner: str) -> OrderView | None: ...
 
     async def list(
-        self, owner: str, *, cancelled: bool | None = None, limit: int | None = None
-    ) -> list[OrderView]: ...
+        self,
+        owner: str,
+        *,
+        limit: int,
+        cancelled: bool | None = None,
+        after: tuple[datetime, UUID] | None = None,
+    ) -> list[OrderView]:
+        """Up to `limit` of the owner's orders, newest first (ties by id, descending), only
+        those before the (created, id) position `after` when given."""
+        ...
 
     async def pending(self) -> Sequence[PendingCount]:
         """Pending outcomes of every kind, across all owners (for operators)."""

@@ -13,11 +13,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from orders.domain import OrderItem
+from orders.domain import OrderItem, OrderView
+from orders.service.idempotency import Idempotent
 from orders.service.orders import OrderService
+from orders.service.ports import StoredAnswer
 from orders.web.auth import caller
 from orders.web.errors import RequestInvalid, error_response
-from orders.web.schemas import CreateOrder, ListQuery, render_order, render_orders
+from orders.web.idempotency import request_key
+from orders.web.pages import CursorInvalid, Pages, next_link
+from orders.web.schemas import CreateOrder, render_order, render_orders
+from orders.web.versions import etag, matching_versions, none_match
 
 _JSON: Final = "application/json"
 logger = logging.getLogger(__name__)
@@ -99,50 +104,105 @@ def _json(body: bytes, status_code: int = 200, headers: dict[str, str] | None = 
     return Response(body, status_code=status_code, headers=headers, media_type=_JSON)
 
 
+def _pages(request: Request) -> Pages:
+    return cast(Pages, request.state.pages)
+
+
+def _one(order: OrderView, status_code: int = 200, location: str | None = None) -> Response:
+    """A single-order answer, with its entity tag."""
+    headers = {"ETag": etag(order)}
+    if location is not None:
+        headers["Location"] = location
+    return _json(render_order(order), status_code, headers)
+
+
 async def list_orders(request: Request) -> Response:
+    pages = _pages(request)
     try:
-        query = ListQuery.model_validate(dict(request.query_params))
+        query = pages.query.model_validate(dict(request.query_params))
     except ValidationError as error:
         raise RequestInvalid.from_validation(error, "query") from None
-    orders = await _service(request).list_orders(
-        caller(request), cancelled=query.cancelled, limit=query.limit
+    owner = caller(request)
+    after = None
+    if query.after is not None:
+        try:
+            after = pages.cursors.read(query.after, owner, query.cancelled)
+        except CursorInvalid as error:
+            raise RequestInvalid(
+                [{"loc": ["query", "after"], "msg": str(error), "type": "cursor_invalid"}]
+            ) from None
+    page = await _service(request).list_orders(
+        owner, cancelled=query.cancelled, limit=query.limit or pages.size, after=after
     )
-    return _json(render_orders(orders))
+    headers = None
+    if page.more:
+        cursor = pages.cursors.after(page.orders[-1], owner, query.cancelled)
+        path = f"{request.scope.get('root_path', '')}/orders"
+        headers = {"Link": next_link(path, cursor, limit=query.limit, cancelled=query.cancelled)}
+    return _json(render_orders(page.orders), headers=headers)
+
+
+def _location(request: Request, order: OrderView) -> str:
+    # The path of GET /orders/{order_id}, written out: url_for() walks the route table.
+    return f"{request.scope.get('root_path', '')}/orders/{order.id}"
 
 
 async def place_order(request: Request) -> Response:
     items = await _items(request)
-    order = await _service(request).place_order(caller(request), items)
-    # The path of GET /orders/{order_id}, written out: url_for() walks the route table.
-    location = f"{request.scope.get('root_path', '')}/orders/{order.id}"
-    return _json(render_order(order), 201, {"Location": location})
+    key = await request_key(request)
+
+    def answer(order: OrderView) -> StoredAnswer:
+        return StoredAnswer(201, render_order(order), _location(request, order), etag(order))
+
+    order = await _service(request).place_order(
+        caller(request), items, key=None if key is None else Idempotent(key, answer)
+    )
+    return _one(order, 201, _location(request, order))
 
 
 async def get_order(request: Request) -> Response:
     order = await _service(request).get_order(_order_id(request), caller(request))
-    return _json(render_order(order))
+    tag = etag(order)
+    if not none_match(request.headers.get("if-none-match"), tag):
+        return Response(status_code=304, headers={"ETag": tag})
+    return _json(render_order(order), headers={"ETag": tag})
+
+
+def _if_match(request: Request, order_id: UUID) -> frozenset[int] | None:
+    return matching_versions(request.headers.get("if-match"), order_id)
 
 
 async def update_order(request: Request) -> Response:
     order_id = _order_id(request)
     items = await _items(request)
-    order = await _service(request).update_order(order_id, caller(request), items)
-    return _json(render_order(order))
+    order = await _service(request).update_order(
+        order_id, caller(request), items, if_match=_if_match(request, order_id)
+    )
+    return _one(order)
 
 
 async def delete_order(request: Request) -> Response:
-    await _service(request).delete_order(_order_id(request), caller(request))
+    order_id = _order_id(request)
+    await _service(request).delete_order(
+        order_id, caller(request), if_match=_if_match(request, order_id)
+    )
     return Response(status_code=204)
 
 
 async def pay_order(request: Request) -> Response:
-    order = await _service(request).pay(_order_id(request), caller(request))
-    return _json(render_order(order))
+    order_id = _order_id(request)
+    order = await _service(request).pay(
+        order_id, caller(request), if_match=_if_match(request, order_id)
+    )
+    return _one(order)
 
 
 async def cancel_order(request: Request) -> Response:
-    order = await _service(request).cancel(_order_id(request), caller(request))
-    return _json(render_order(order))
+    order_id = _order_id(request)
+    order = await _service(request).cancel(
+        order_id, caller(request), if_match=_if_match(request, order_id)
+    )
+    return _one(order)
 
 
 async def live(request: Request) -> Response:

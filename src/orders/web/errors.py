@@ -11,7 +11,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from orders.domain import ActionInProgress, InvalidTransition, OrderNotFound, OutcomePending
+from orders.domain import (
+    ActionInProgress,
+    InvalidTransition,
+    OrderNotFound,
+    OutcomePending,
+    VersionMismatch,
+)
+from orders.service.idempotency import AlreadyAnswered, KeyInFlight, KeyReused
 from orders.service.ports import (
     CollaboratorBadAnswer,
     CollaboratorError,
@@ -105,6 +112,38 @@ def _storage_unavailable(_: Request, exc: Exception) -> Response:
     )
 
 
+def _version_mismatch(_: Request, exc: Exception) -> Response:
+    return error_response(412, "The order has changed since the version given in If-Match")
+
+
+def _key_reused(_: Request, exc: Exception) -> Response:
+    return error_response(
+        422,
+        [
+            {
+                "loc": ["header", "Idempotency-Key"],
+                "msg": str(exc),
+                "type": "idempotency_key_reused",
+            }
+        ],
+    )
+
+
+def _key_in_flight(_: Request, exc: Exception) -> Response:
+    return error_response(409, str(exc), {"Retry-After": "1"})
+
+
+def _replay(_: Request, exc: Exception) -> Response:
+    answer = cast(AlreadyAnswered, exc).answer
+    headers = {"Idempotent-Replayed": "true"}
+    if answer.location is not None:
+        headers["Location"] = answer.location
+    if answer.etag is not None:
+        headers["ETag"] = answer.etag
+    media_type = "application/json" if answer.body else None
+    return Response(answer.body, answer.status, headers, media_type=media_type)
+
+
 EXCEPTION_HANDLERS: Final = {
     HTTPException: _http_exception,
     RequestInvalid: _request_invalid,
@@ -116,4 +155,8 @@ EXCEPTION_HANDLERS: Final = {
     CollaboratorError: _collaborator,
     StorageUnavailable: _storage_unavailable,
     KeysUnavailable: _keys_unavailable,
+    VersionMismatch: _version_mismatch,
+    KeyReused: _key_reused,
+    KeyInFlight: _key_in_flight,
+    AlreadyAnswered: _replay,
 }

@@ -14,6 +14,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from orders.web import endpoints
 from orders.web.auth import BearerTokenBackend, unauthorized
+from orders.web.idempotency import idempotent
 from orders.web.openapi import DOCS_ASSETS_PATH, DOCS_PATH, OPENAPI_PATH, docs, openapi_endpoint
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -56,8 +57,10 @@ def order_routes() -> list[BaseRoute]:
             PUT=endpoints.update_order,
             DELETE=endpoints.delete_order,
         ),
-        _authenticated("/orders/{order_id}/pay", "pay", POST=endpoints.pay_order),
-        _authenticated("/orders/{order_id}/cancel", "cancel", POST=endpoints.cancel_order),
+        _authenticated("/orders/{order_id}/pay", "pay", POST=idempotent(endpoints.pay_order)),
+        _authenticated(
+            "/orders/{order_id}/cancel", "cancel", POST=idempotent(endpoints.cancel_order)
+        ),
     ]
 
 

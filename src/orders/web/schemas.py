@@ -15,8 +15,10 @@ from orders.domain import OrderItem, OrderStatus, OrderView, Size
 from orders.domain.model import MAX_QUANTITY
 from orders.service.documents import order_document
 
-# LIMIT is a bigint in PostgreSQL; anything larger is no page size anyway.
-MAX_LIMIT: Final = 2**31 - 1
+# The longest product name: it bounds an item, hence an order and a page (DESIGN §2).
+MAX_PRODUCT_LENGTH: Final = 100
+# Cursors are 54 characters; anything much longer is not one.
+MAX_CURSOR_LENGTH: Final = 128
 
 
 class OrderItemSchema(BaseModel):
@@ -32,7 +34,10 @@ class OrderItemSchema(BaseModel):
 
     # PostgreSQL text cannot hold NUL: refuse it here (422) rather than fail in the database.
     product: str = Field(
-        min_length=1, pattern=r"^[^\x00]*$", description="What to make, e.g. `cappuccino`."
+        min_length=1,
+        max_length=MAX_PRODUCT_LENGTH,
+        pattern=r"^[^\x00]*$",
+        description="What to make, e.g. `cappuccino`.",
     )
     size: Size
     quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
@@ -66,7 +71,19 @@ class ListQuery(BaseModel):
     cancelled: bool | None = Field(
         default=None, description="Only cancelled orders (true) or only the others (false)."
     )
-    limit: int | None = Field(default=None, ge=1, le=MAX_LIMIT, description="At most this many.")
+    limit: int | None = Field(default=None, ge=1, description="At most this many (a page).")
+    after: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_CURSOR_LENGTH,
+        description='The cursor of the page to read, from a `Link: rel="next"` header.',
+    )
+
+
+def list_query_schema(max_page_size: int) -> type[ListQuery]:
+    """The query model with this deployment's largest page, so the docs show it too."""
+    page = Annotated[int, Field(ge=1, le=max_page_size, description="At most this many.")]
+    return create_model("ListQuery", __base__=ListQuery, limit=(page | None, None))
 
 
 class OrderSchema(BaseModel):
