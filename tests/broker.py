@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,20 @@ ROOT = Path(__file__).resolve().parent.parent
 HOST = os.environ.get("BROKER_HOST", "127.0.0.1")
 PORT = int(os.environ.get("BROKER_PORT", "5672"))
 USER = "guest"
+
+
+def ensure_running(seconds: float = 90) -> None:
+    """Start the machine's RabbitMQ when it is installed but not running, as the suite starts
+    a PostgreSQL of its own when none is given; wait until it answers."""
+    ping = ["rabbitmq-diagnostics", "-q", "ping"]
+    if subprocess.run(ping, capture_output=True, timeout=60).returncode == 0:
+        return
+    subprocess.run(["rabbitmq-server", "-detached"], check=True, capture_output=True, timeout=60)
+    deadline = time.monotonic() + seconds
+    while subprocess.run(ping, capture_output=True, timeout=60).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("RabbitMQ did not start")
+        time.sleep(1)
 
 
 def rabbitmqctl(*args: str) -> None:

@@ -13,12 +13,13 @@ from asgi_lifespan import LifespanManager
 from starlette.applications import Starlette
 
 from orders.app import create_app
-from tests.broker import VirtualHost
+from tests.broker import VirtualHost, ensure_running
 from tests.conftest import make_settings
 
 
 @pytest.fixture(scope="session")
 def vhost() -> Iterator[VirtualHost]:
+    ensure_running()
     host = VirtualHost()
     host.create()
     yield host
