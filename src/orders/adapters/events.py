@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orders.adapters import outbox
 from orders.domain import DomainError
+from orders.service.background import BackgroundLoop
 from orders.service.status import MalformedMessage, Outcome, StatusService, read_news
 from orders.settings import EventSettings
 
@@ -59,7 +60,6 @@ CONNECT_TIMEOUT_SECONDS: Final = 10.0
 CONFIRM_TIMEOUT_SECONDS: Final = 15.0
 RETRY_BASE_SECONDS: Final = 0.5
 PURGE_EVERY_SECONDS: Final = 3600.0
-STOP_GRACE_SECONDS: Final = 5.0
 
 
 @dataclass(slots=True)
@@ -85,33 +85,18 @@ async def _connect(url: str) -> AbstractConnection:
     return await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
 
 
-class _Worker:
+class _Worker(BackgroundLoop):
     """A loop that runs `_session` (one connection's life), again after a back-off when it
     fails, until `stop()`."""
 
     name = "worker"
 
     def __init__(self, url: str, counts: EventCounts, retry_max: float) -> None:
+        super().__init__()
         self._url = url
         self._counts = counts
         self._retry_max = retry_max
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self.connected = False
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"orders-{self.name}")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_SECONDS)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _session(self) -> None:
         raise NotImplementedError

@@ -20,6 +20,7 @@ from typing import NoReturn
 from uuid import UUID, uuid4
 
 from orders.domain import OrderView
+from orders.service.background import BackgroundLoop
 from orders.service.ports import (
     IdempotencyKeys,
     KeyRecord,
@@ -123,33 +124,19 @@ class IdempotentRequests:
                 return purged
 
 
-class KeyPurger:
+class KeyPurger(BackgroundLoop):
     """Deletes expired keys in the background: `start()` in the lifespan, `await stop()` at
     its end. When nothing has expired, a pass is one indexed statement."""
+
+    name = "key-purger"
 
     def __init__(
         self, requests: IdempotentRequests, *, interval: float, batch_size: int = 1000
     ) -> None:
+        super().__init__()
         self._requests = requests
         self._interval = interval
         self._batch_size = batch_size
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="orders-key-purger")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is None:
-            return
-        try:
-            # A pass in progress is one short statement: let it end rather than cut it off.
-            await asyncio.wait_for(asyncio.shield(self._task), 5.0)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def _run(self) -> None:
         # Keys live for hours: nothing is lost by waiting an interval before the first pass.

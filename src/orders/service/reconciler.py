@@ -14,21 +14,20 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
+from orders.service.background import BackgroundLoop
 from orders.service.orders import OrderService
 from orders.service.ports import OrderViews, PendingCount
 
 logger = logging.getLogger(__name__)
 
-# How long shutdown waits for a pass in progress before cancelling it (its claims expire and
-# another worker takes over).
-STOP_GRACE_SECONDS = 5.0
 
-
-class Reconciler:
+class Reconciler(BackgroundLoop):
     """`start()` in the lifespan's start-up, `await stop()` in its shutdown.
 
     `on_pending`, when given, hears the pending outcomes after every pass (for metrics).
     """
+
+    name = "reconciler"
 
     def __init__(
         self,
@@ -39,27 +38,12 @@ class Reconciler:
         batch_size: int,
         on_pending: Callable[[Sequence[PendingCount]], None] | None = None,
     ) -> None:
+        super().__init__()
         self._service = service
         self._views = views
         self._interval = interval
         self._batch_size = batch_size
         self._on_pending = on_pending
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="orders-reconciler")
-
-    async def stop(self) -> None:
-        self._stopping.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), STOP_GRACE_SECONDS)
-        except TimeoutError:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
     async def run_once(self) -> int:
         """One pass: complete a batch at a time until nothing is due; return how many
