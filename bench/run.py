@@ -89,6 +89,7 @@ class Plan:
     max_overflow: int
     service_http: str
     baseline: str
+    baseline_src: Path | None
 
 
 def _arguments() -> argparse.Namespace:
@@ -138,6 +139,14 @@ def _arguments() -> argparse.Namespace:
         help="what the service is measured against: bench/reference.py (default), or the "
         "service itself on plain httptools, which measures the cost of --service-http alone",
     )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="CHECKOUT",
+        help="measure the service against the service of another checkout of this repository "
+        "(its src/ on this environment, plain httptools), e.g. a `git worktree` of an earlier "
+        "commit: before/after in one run. Its schema must be readable by the earlier code",
+    )
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--orders-per-user", type=int, default=100)
     parser.add_argument("--seed", type=int, default=7, help="seed of the generated data")
@@ -173,6 +182,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         max_overflow=args.max_overflow,
         service_http=args.service_http,
         baseline=args.baseline,
+        baseline_src=args.baseline_src.resolve() if args.baseline_src else None,
     )
 
 
@@ -209,9 +219,40 @@ def _server_env(database_url: str, public_pem: str, scratch: Path, plan: Plan) -
     return env
 
 
+def _baseline(workers: int, env: dict[str, str], scratch: Path, plan: Plan) -> Uvicorn:
+    """The server in the "reference" slot, so that the tables and ratios read the same."""
+    if plan.baseline_src is not None:
+        return Uvicorn(
+            "reference",
+            "orders.app:create_app",
+            workers=workers,
+            env=env,
+            log_path=scratch / f"baseline-{workers}w.log",
+            app_dir=plan.baseline_src / "src",
+            http_options=SERVICE_HTTP["httptools"](),
+        )
+    if plan.baseline == "reference":
+        return Uvicorn(
+            "reference",
+            "reference:create_app",
+            workers=workers,
+            env=env,
+            log_path=scratch / f"reference-{workers}w.log",
+            app_dir=BENCH,
+        )
+    return Uvicorn(
+        "reference",
+        "orders.app:create_app",
+        workers=workers,
+        env=env,
+        log_path=scratch / f"baseline-{workers}w.log",
+        http_options=SERVICE_HTTP[plan.baseline](),
+    )
+
+
 @contextlib.contextmanager
 def _servers(
-    workers: int, env: dict[str, str], scratch: Path, service_http: str, baseline: str
+    workers: int, env: dict[str, str], scratch: Path, plan: Plan
 ) -> Iterator[tuple[Uvicorn, Uvicorn]]:
     started: list[Uvicorn] = []
     try:
@@ -221,29 +262,10 @@ def _servers(
             workers=workers,
             env=env,
             log_path=scratch / f"service-{workers}w.log",
-            http_options=SERVICE_HTTP[service_http](),
+            http_options=SERVICE_HTTP[plan.service_http](),
         )
         started.append(service)
-        # In the "reference" slot either way, so that the tables and ratios read the same.
-        ref = (
-            Uvicorn(
-                "reference",
-                "reference:create_app",
-                workers=workers,
-                env=env,
-                log_path=scratch / f"reference-{workers}w.log",
-                app_dir=BENCH,
-            )
-            if baseline == "reference"
-            else Uvicorn(
-                "reference",
-                "orders.app:create_app",
-                workers=workers,
-                env=env,
-                log_path=scratch / f"baseline-{workers}w.log",
-                http_options=SERVICE_HTTP[baseline](),
-            )
-        )
+        ref = _baseline(workers, env, scratch, plan)
         started.append(ref)
         service.wait_ready()
         ref.wait_ready()
@@ -346,9 +368,12 @@ def _users(database_url: str, args: argparse.Namespace) -> tuple[str, list[Any]]
 def _print_report(
     plan: Plan, cells: list[report.Cell], memory: list[tuple[int, str, list[float]]]
 ) -> None:
-    baseline = (
-        "bench/reference.py" if plan.baseline == "reference" else f"the service on {plan.baseline}"
-    )
+    if plan.baseline_src is not None:
+        baseline = f"the service of {plan.baseline_src} on httptools"
+    elif plan.baseline == "reference":
+        baseline = "bench/reference.py"
+    else:
+        baseline = f"the service on {plan.baseline}"
     print(
         f"\n{plan.rounds} x {plan.seconds:g} s per server and cell, in turns, after "
         f"{plan.warmup_seconds:g} s of warm-up each; wrk "
@@ -426,7 +451,7 @@ def main() -> int:
         env = _server_env(database_url, public_pem, scratch, plan)
         turn = 0
         for workers in plan.workers:
-            with _servers(workers, env, scratch, plan.service_http, plan.baseline) as (
+            with _servers(workers, env, scratch, plan) as (
                 service,
                 ref,
             ):
