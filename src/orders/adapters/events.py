@@ -71,8 +71,6 @@ class EventCounts:
     duplicates: int = 0
     retried: int = 0
     dead_lettered: int = 0
-    relay_failures: int = 0
-    consumer_failures: int = 0
 
 
 def backoff(failures: int, ceiling: float) -> float:
@@ -101,9 +99,6 @@ class _Worker(BackgroundLoop):
     async def _session(self) -> None:
         raise NotImplementedError
 
-    def _failed(self) -> None:
-        raise NotImplementedError
-
     async def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
@@ -111,7 +106,6 @@ class _Worker(BackgroundLoop):
                 await self._session()
                 failures = 0
             except Exception as error:
-                self._failed()
                 delay = backoff(failures, self._retry_max)
                 failures += 1
                 logger.warning(
@@ -159,9 +153,6 @@ class OutboxRelay(_Worker):
         self._idle = idle_seconds
         self._keep = keep
         self._last_purge = 0.0
-
-    def _failed(self) -> None:
-        self._counts.relay_failures += 1
 
     async def _session(self) -> None:
         async with await _connect(self._url) as connection:
@@ -301,9 +292,6 @@ class StatusConsumer(_Worker):
         self._queue = queue
         self._prefetch = prefetch
         self._max_attempts = max_attempts
-
-    def _failed(self) -> None:
-        self._counts.consumer_failures += 1
 
     async def _session(self) -> None:
         async with await _connect(self._url) as connection:

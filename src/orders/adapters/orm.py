@@ -192,5 +192,4 @@ class InboxRecord(Base):
 
 orders_table = cast(Table, OrderRecord.__table__)
 order_items_table = cast(Table, OrderItemRecord.__table__)
-outbox_table = cast(Table, OutboxRecord.__table__)
 inbox_table = cast(Table, InboxRecord.__table__)
