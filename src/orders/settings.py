@@ -141,7 +141,7 @@ class MigrationSettings(DatabaseSettings):
 
 
 class EventSettings(DatabaseSettings):
-    """Order events over RabbitMQ (DESIGN §3.1; see orders.adapters.events): what the API
+    """Order events over RabbitMQ (asyncapi.yaml; see orders.adapters.events): what the API
     process and `python -m orders.worker` need. With no BROKER_URL nothing connects and
     events wait in the outbox."""
 
@@ -184,7 +184,7 @@ class EventSettings(DatabaseSettings):
 class Settings(EventSettings):
     """Everything the orders HTTP service reads from its environment."""
 
-    # Identity (DESIGN §4): exactly one key source.
+    # Identity (docs/adr/0003-token-verification.md): exactly one key source.
     jwt_public_key: SecretStr | None = Field(default=None, description="PEM public key text.")
     jwt_public_key_file: Path | None = None
     jwt_jwks_url: AnyHttpUrl | None = None
@@ -205,7 +205,7 @@ class Settings(EventSettings):
         default=5.0, gt=0, le=60, description="Deadline for one whole JWKS fetch."
     )
 
-    # Collaborators (DESIGN §3).
+    # Collaborators (docs/collaborators.md).
     payments_url: AnyHttpUrl
     kitchen_url: AnyHttpUrl
     http_connect_timeout: float = Field(default=2.0, gt=0)
@@ -234,7 +234,7 @@ class Settings(EventSettings):
         default=300.0, gt=0, description="Longest wait between two tries of an unknown outcome."
     )
 
-    # Pages, idempotency keys (DESIGN §2.1).
+    # Pages, idempotency keys (docs/api.md).
     page_size: int = Field(
         default=20, ge=1, le=1000, description="Orders in a list page when `limit` is not given."
     )

@@ -1,5 +1,6 @@
-"""Order events over RabbitMQ (DESIGN §3.1), with aio-pika: the outbox relay publishes what
-happened to orders; the status consumer applies kitchen's and delivery's news.
+"""Order events over RabbitMQ, with aio-pika: the outbox relay publishes what happened to
+orders; the status consumer applies kitchen's and delivery's news. The messages are those of
+asyncapi.yaml; why an outbox: docs/adr/0005-transactional-outbox.md.
 
 Both run as background tasks for as long as the process (see `EventWorkers`), each on a
 connection of its own. Neither ever stops the process: when the broker or the database is
