@@ -35,10 +35,10 @@ from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.domain import OrderEvent
 from orders.logs import configure_logging
 from orders.observability.metrics import Metrics
-from orders.observability.middleware import RequestMetricsMiddleware, TracingMiddleware
+from orders.observability.middleware import RequestMetricsMiddleware
 from orders.observability.pool import instrument_engine, measured_pool_class, release_engine
 from orders.observability.server import start_metrics_server
-from orders.observability.tracing import Tracing, TracingConfigurationError
+from orders.observability.tracing import TracingConfigurationError, tracing_from_environment
 from orders.service.idempotency import IdempotentRequests, KeyPurger
 from orders.service.orders import OrderService
 from orders.service.ports import PendingCount
@@ -131,7 +131,7 @@ def create_app(
     try:
         settings = settings if settings is not None else Settings.load()
         static_keys = _static_keys(settings)
-        tracing = Tracing.from_environment(os.environ)
+        tracing = tracing_from_environment(os.environ)
         history = _schema_history(settings)
     except (ConfigurationError, TracingConfigurationError) as error:
         raise SystemExit(f"orders: {error}") from None
@@ -275,7 +275,7 @@ def create_app(
     # the request's log line is written; when off, they are not in the stack at all.
     observing = []
     if tracing is not None:
-        observing.append(Middleware(TracingMiddleware, tracer=tracing.tracer))
+        observing.append(tracing.middleware())
     if settings.metrics_port is not None:
         observing.append(Middleware(RequestMetricsMiddleware, metrics=metrics))
 
