@@ -50,7 +50,7 @@ from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from orders.web.openapi import build_openapi
 from orders.web.pages import make_pages
 from orders.web.routes import routes
-from orders.web.schemas import create_order_schema
+from orders.web.schemas import new_order_schema
 from orders.web.tokens import JwksKeys, KeySource, StaticKeys, TokenVerifier
 
 logger = logging.getLogger(__name__)
@@ -137,12 +137,12 @@ def create_app(
         raise SystemExit(f"orders: {error}") from None
 
     configure_logging(settings.log_level, settings.log_format)
-    create_order = create_order_schema(settings.max_items_per_order)
+    new_order = new_order_schema(settings.max_items_per_order)
     cursor_secret = settings.page_cursor_key or settings.database_url
     pages = make_pages(
         settings.page_size, settings.page_size_max, cursor_secret.get_secret_value().encode()
     )
-    openapi_document = to_json(build_openapi(create_order, pages.query, settings.page_size))
+    openapi_document = to_json(build_openapi(new_order, pages.query, settings.page_size))
     metrics = Metrics(commit=settings.build_commit)
     pool_capacity = settings.db_pool_size + settings.db_max_overflow
 
@@ -232,7 +232,7 @@ def create_app(
             yield {
                 "orders": service,
                 "verifier": TokenVerifier.from_settings(settings, keys),
-                "create_order_schema": create_order,
+                "new_order_schema": new_order,
                 "pages": pages,
                 "idempotent_requests": idempotent_requests,
                 # The revision is read on every probe, in the query a bare ping would

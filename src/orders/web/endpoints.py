@@ -21,7 +21,7 @@ from orders.web.auth import caller
 from orders.web.errors import RequestInvalid, error_response
 from orders.web.idempotency import request_key
 from orders.web.pages import CursorInvalid, Pages, next_link
-from orders.web.schemas import CreateOrder, render_order, render_orders
+from orders.web.schemas import NewOrder, render_order, render_orders
 from orders.web.versions import etag, matching_versions, none_match
 
 _JSON: Final = "application/json"
@@ -90,7 +90,7 @@ async def _items(request: Request) -> list[OrderItem]:
     body = await request.body()
     if _has_duplicate_keys(body):
         raise HTTPException(400, "Duplicate key in JSON body")
-    schema = cast(type[CreateOrder], request.state.create_order_schema)
+    schema = cast(type[NewOrder], request.state.new_order_schema)
     try:
         payload = schema.model_validate_json(body)
     except ValidationError as error:
