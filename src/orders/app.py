@@ -18,7 +18,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 from pydantic_core import to_json
@@ -45,6 +44,7 @@ from orders.service.ports import PendingCount
 from orders.service.reconciler import Reconciler
 from orders.service.status import StatusService
 from orders.settings import ConfigurationError, Settings
+from orders.web.context import Context
 from orders.web.errors import EXCEPTION_HANDLERS
 from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from orders.web.openapi import build_openapi
@@ -147,7 +147,7 @@ def create_app(
     pool_capacity = settings.db_pool_size + settings.db_max_overflow
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Context]]:
         metrics_server = None
         if settings.metrics_port is not None:
             metrics_server = await start_metrics_server(
@@ -229,18 +229,17 @@ def create_app(
             )
         logger.info("orders service starting")
         try:
-            yield {
-                "orders": service,
-                "verifier": TokenVerifier.from_settings(settings, keys),
-                "new_order_schema": new_order,
-                "pages": pages,
-                "idempotent_requests": idempotent_requests,
+            yield Context(
+                orders=service,
+                verifier=TokenVerifier.from_settings(settings, keys),
+                new_order=new_order,
+                pages=pages,
+                idempotent_requests=idempotent_requests,
                 # The revision is read on every probe, in the query a bare ping would
                 # make anyway: no extra round trip, and a restored or downgraded database
                 # is noticed at once rather than after a cache expires.
-                "database_ready": partial(schema_lag, engine, history, READY_TIMEOUT_SECONDS),
-                "events": events,
-            }
+                database_ready=partial(schema_lag, engine, history, READY_TIMEOUT_SECONDS),
+            ).as_state()
         finally:
             if watching is not None:
                 watching.cancel()

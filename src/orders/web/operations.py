@@ -1,6 +1,7 @@
-"""Every operation of the API, described once: its method and path, operation id, tag, what
-it answers on success (status, body schema, headers), the error statuses it can answer, and
-the request headers it honours. The OpenAPI document is generated from this table."""
+"""Every operation of the API, described once: its method and path, the endpoint that serves
+it, operation id, tag, what it answers on success (status, body schema, headers), the error
+statuses it can answer, and the request headers it honours. Both the routes and the OpenAPI
+document are generated from this table."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from typing import Final
 
 from pydantic import BaseModel
 
+from orders.web import endpoints
+from orders.web.idempotency import Endpoint, idempotent
 from orders.web.schemas import Health, Order, OrderList
 
 ORDERS: Final = "orders"
@@ -33,6 +36,7 @@ class Operation:
 
     method: str
     path: str
+    endpoint: Endpoint
     operation_id: str
     tag: str
     summary: str
@@ -55,6 +59,7 @@ OPERATIONS: Final = (
     Operation(
         "GET",
         "/orders",
+        endpoints.list_orders,
         "listOrders",
         ORDERS,
         "The caller's orders, newest first",
@@ -65,6 +70,7 @@ OPERATIONS: Final = (
     Operation(
         "POST",
         "/orders",
+        endpoints.place_order,
         "placeOrder",
         ORDERS,
         "Place an order",
@@ -83,6 +89,7 @@ OPERATIONS: Final = (
     Operation(
         "GET",
         "/orders/{order_id}",
+        endpoints.get_order,
         "getOrder",
         ORDERS,
         "One order",
@@ -96,6 +103,7 @@ OPERATIONS: Final = (
     Operation(
         "PUT",
         "/orders/{order_id}",
+        endpoints.update_order,
         "updateOrder",
         ORDERS,
         "Replace the items of an order that is not paid yet",
@@ -107,6 +115,7 @@ OPERATIONS: Final = (
     Operation(
         "DELETE",
         "/orders/{order_id}",
+        endpoints.delete_order,
         "deleteOrder",
         ORDERS,
         "Delete an order that is not paid, or is cancelled",
@@ -117,6 +126,7 @@ OPERATIONS: Final = (
     Operation(
         "POST",
         "/orders/{order_id}/pay",
+        idempotent(endpoints.pay_order),
         "payOrder",
         ORDERS,
         "Charge the order and schedule it in the kitchen",
@@ -127,6 +137,7 @@ OPERATIONS: Final = (
     Operation(
         "POST",
         "/orders/{order_id}/cancel",
+        idempotent(endpoints.cancel_order),
         "cancelOrder",
         ORDERS,
         "Cancel the order (taking it off the kitchen's schedule)",
@@ -137,6 +148,7 @@ OPERATIONS: Final = (
     Operation(
         "GET",
         "/health/live",
+        endpoints.live,
         "live",
         HEALTH,
         "The process is up",
@@ -147,6 +159,7 @@ OPERATIONS: Final = (
     Operation(
         "GET",
         "/health/ready",
+        endpoints.ready,
         "ready",
         HEALTH,
         "The database answers and has this build's schema",
