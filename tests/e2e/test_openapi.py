@@ -354,3 +354,19 @@ def test_the_headers_of_retry_safe_requests_are_described(document: dict[str, An
     for name, header in document["components"]["headers"].items():
         assert header["description"], name
         assert header["schema"], name
+
+
+async def test_head_answers_wherever_get_does_without_a_body(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    placed = await client.post("/orders", json={"order": [{"product": "latte", "size": "big"}]})
+    order = placed.json()["id"]
+
+    head = await client.head(f"/orders/{order}")
+    listed = await client.head("/orders")
+    live = await anonymous.head("/health/live")
+
+    assert (head.status_code, listed.status_code, live.status_code) == (200, 200, 200)
+    assert head.headers["etag"] == placed.headers["etag"]
+    assert head.content == listed.content == live.content == b""
+    assert (await anonymous.head(f"/orders/{order}")).status_code == 401
