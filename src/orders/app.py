@@ -18,7 +18,6 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 from pydantic_core import to_json
@@ -45,12 +44,13 @@ from orders.service.ports import PendingCount
 from orders.service.reconciler import Reconciler
 from orders.service.status import StatusService
 from orders.settings import ConfigurationError, Settings
+from orders.web.context import Context
 from orders.web.errors import EXCEPTION_HANDLERS
 from orders.web.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from orders.web.openapi import build_openapi
 from orders.web.pages import make_pages
 from orders.web.routes import routes
-from orders.web.schemas import create_order_schema
+from orders.web.schemas import new_order_schema
 from orders.web.tokens import JwksKeys, KeySource, StaticKeys, TokenVerifier
 
 logger = logging.getLogger(__name__)
@@ -137,19 +137,19 @@ def create_app(
         raise SystemExit(f"orders: {error}") from None
 
     configure_logging(settings.log_level, settings.log_format)
-    create_order = create_order_schema(settings.max_items_per_order)
+    new_order = new_order_schema(settings.max_items_per_order)
     cursor_secret = settings.page_cursor_key or settings.database_url
     pages = make_pages(
         settings.page_size, settings.page_size_max, cursor_secret.get_secret_value().encode()
     )
-    openapi_document = to_json(build_openapi(create_order, pages.query, settings.page_size))
+    openapi_document = to_json(build_openapi(new_order, pages.query, settings.page_size))
     metrics = Metrics(commit=settings.build_commit)
     pool_capacity = settings.db_pool_size + settings.db_max_overflow
     # With metrics off nothing is measured: no pool events, no observers on the hot paths.
     observed = settings.metrics_port is not None
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Context]]:
         metrics_server = None
         if settings.metrics_port is not None:
             metrics_server = await start_metrics_server(
@@ -238,18 +238,17 @@ def create_app(
             )
         logger.info("orders service starting")
         try:
-            yield {
-                "orders": service,
-                "verifier": TokenVerifier.from_settings(settings, keys),
-                "create_order_schema": create_order,
-                "pages": pages,
-                "idempotent_requests": idempotent_requests,
+            yield Context(
+                orders=service,
+                verifier=TokenVerifier.from_settings(settings, keys),
+                new_order=new_order,
+                pages=pages,
+                idempotent_requests=idempotent_requests,
                 # The revision is read on every probe, in the query a bare ping would
                 # make anyway: no extra round trip, and a restored or downgraded database
                 # is noticed at once rather than after a cache expires.
-                "database_ready": partial(schema_lag, engine, history, READY_TIMEOUT_SECONDS),
-                "events": events,
-            }
+                database_ready=partial(schema_lag, engine, history, READY_TIMEOUT_SECONDS),
+            ).as_state()
         finally:
             if watching is not None:
                 watching.cancel()

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import jsonschema_rs
 import pytest
 import schemathesis
@@ -271,3 +272,101 @@ def test_a_placed_order_links_to_what_can_be_done_with_it(document: dict[str, An
     assert {link["operationId"] for link in links.values()} == operation_ids
     for link in links.values():
         assert link["parameters"] == {"order_id": "$response.body#/id"}
+
+
+def test_components_are_named_for_what_clients_see(document: dict[str, Any]) -> None:
+    # These names become the classes and types of generated clients.
+    assert set(document["components"]["schemas"]) == {
+        "NewOrder",
+        "NewOrderItem",
+        "Order",
+        "OrderItem",
+        "OrderList",
+        "OrderStatus",
+        "Size",
+        "Health",
+        "HealthStatus",
+        "Error",
+        "InvalidRequest",
+        "ValidationProblem",
+    }
+
+
+def test_operations_have_unique_ids_and_declared_tags(document: dict[str, Any]) -> None:
+    declared = {tag["name"] for tag in document["tags"]}
+    operations = list(documented_operations(document))
+    ids = [operation["operationId"] for _, _, operation in operations]
+
+    assert declared == {"orders", "health"}
+    assert len(set(ids)) == len(ids) == len(EXPECTED_STATUSES)
+    for path, _, operation in operations:
+        assert operation["tags"] == ["health" if path.startswith("/health/") else "orders"]
+
+
+def examples_of(node: dict[str, Any]) -> list[Any]:
+    media = node["content"]["application/json"]
+    found = [example["value"] for example in media.get("examples", {}).values()]
+    return found + ([media["example"]] if "example" in media else [])
+
+
+def test_every_body_has_examples_that_fit_its_schema(document: dict[str, Any]) -> None:
+    checked = 0
+    for path, method, operation in documented_operations(document):
+        bodies = list(operation["responses"].values())
+        if "requestBody" in operation:
+            bodies.append(operation["requestBody"])
+        for body in bodies:
+            if "content" not in body:
+                continue
+            examples = examples_of(body)
+            assert examples, (path, method, body["description"])
+            schema = {
+                **body["content"]["application/json"]["schema"],
+                "components": document["components"],
+            }
+            for example in examples:
+                jsonschema.Draft7Validator(schema).validate(example)
+                checked += 1
+    assert checked > 50
+
+
+def test_the_headers_of_retry_safe_requests_are_described(document: dict[str, Any]) -> None:
+    def parameters(path: str, method: str) -> set[str]:
+        given = document["paths"][path][method].get("parameters", [])
+        return {
+            resolve(document, p)["name"] for p in given if resolve(document, p)["in"] == "header"
+        }
+
+    def headers(path: str, method: str, status: str) -> set[str]:
+        return set(document["paths"][path][method]["responses"][status].get("headers", {}))
+
+    for path in ("/orders", "/orders/{order_id}/pay", "/orders/{order_id}/cancel"):
+        assert "Idempotency-Key" in parameters(path, "post"), path
+        success = "201" if path == "/orders" else "200"
+        assert {"ETag", "Idempotent-Replayed"} <= headers(path, "post", success), path
+        assert "Retry-After" in headers(path, "post", "409"), path
+    for method in ("put", "delete"):
+        assert "If-Match" in parameters("/orders/{order_id}", method)
+    assert "If-None-Match" in parameters("/orders/{order_id}", "get")
+    assert headers("/orders/{order_id}", "get", "304") == {"ETag"}
+    assert "Location" in headers("/orders", "post", "201")
+    assert "Link" in headers("/orders", "get", "200")
+    for name, header in document["components"]["headers"].items():
+        assert header["description"], name
+        assert header["schema"], name
+
+
+async def test_head_answers_wherever_get_does_without_a_body(
+    client: httpx.AsyncClient, anonymous: httpx.AsyncClient
+) -> None:
+    placed = await client.post("/orders", json={"order": [{"product": "latte", "size": "big"}]})
+    order = placed.json()["id"]
+
+    head = await client.head(f"/orders/{order}")
+    listed = await client.head("/orders")
+    live = await anonymous.head("/health/live")
+
+    assert (head.status_code, listed.status_code, live.status_code) == (200, 200, 200)
+    assert head.headers["etag"] == placed.headers["etag"]
+    assert head.content == listed.content == live.content == b""
+    assert (await anonymous.head(f"/orders/{order}")).status_code == 401

@@ -17,8 +17,9 @@ from starlette.authentication import (
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
+from orders.web.context import context
 from orders.web.errors import error_response
-from orders.web.tokens import InvalidToken, TokenVerifier
+from orders.web.tokens import InvalidToken
 
 
 class MissingToken(AuthenticationError):
@@ -61,7 +62,7 @@ class BearerTokenBackend(AuthenticationBackend):
         token = token.strip()
         if not token:
             raise BadToken("Invalid token: the bearer token is empty")
-        verifier = cast(TokenVerifier, conn.state.verifier)
+        verifier = context(conn).verifier
         try:
             claims = await verifier.verify(token)
         except InvalidToken as error:

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, cast
+from typing import Any, Final
 from uuid import UUID
 
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from orders.domain import OrderItem, OrderView
 from orders.service.idempotency import Idempotent
 from orders.service.orders import OrderService
 from orders.service.ports import StoredAnswer
 from orders.web.auth import caller
+from orders.web.context import context
 from orders.web.errors import RETRY_AFTER_SECONDS, RequestInvalid, error_response
 from orders.web.idempotency import request_key
-from orders.web.pages import CursorInvalid, Pages, next_link
-from orders.web.schemas import CreateOrder, render_order, render_orders
+from orders.web.pages import CursorInvalid, next_link
+from orders.web.schemas import Health, HealthStatus, render_order, render_orders
 from orders.web.versions import etag, matching_versions, none_match
 
 _JSON: Final = "application/json"
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 
 def _service(request: Request) -> OrderService:
-    return cast(OrderService, request.state.orders)
+    return context(request).orders
 
 
 def _order_id(request: Request) -> UUID:
@@ -90,7 +90,7 @@ async def _items(request: Request) -> list[OrderItem]:
     body = await request.body()
     if _has_duplicate_keys(body):
         raise HTTPException(400, "Duplicate key in JSON body")
-    schema = cast(type[CreateOrder], request.state.create_order_schema)
+    schema = context(request).new_order
     try:
         payload = schema.model_validate_json(body)
     except ValidationError as error:
@@ -104,10 +104,6 @@ def _json(body: bytes, status_code: int = 200, headers: dict[str, str] | None = 
     return Response(body, status_code=status_code, headers=headers, media_type=_JSON)
 
 
-def _pages(request: Request) -> Pages:
-    return cast(Pages, request.state.pages)
-
-
 def _one(order: OrderView, status_code: int = 200, location: str | None = None) -> Response:
     """A single-order answer, with its entity tag."""
     headers = {"ETag": etag(order)}
@@ -117,7 +113,7 @@ def _one(order: OrderView, status_code: int = 200, location: str | None = None) 
 
 
 async def list_orders(request: Request) -> Response:
-    pages = _pages(request)
+    pages = context(request).pages
     try:
         query = pages.query.model_validate(dict(request.query_params))
     except ValidationError as error:
@@ -205,24 +201,28 @@ async def cancel_order(request: Request) -> Response:
     return _one(order)
 
 
+# The only answer of a healthy probe, rendered once from its schema.
+_UP: Final = Health(status=HealthStatus.OK).model_dump_json().encode()
+
+
 async def live(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
+    return _json(_UP)
+
+
+_RETRY: Final = {"Retry-After": RETRY_AFTER_SECONDS}
 
 
 async def ready(request: Request) -> Response:
     """200 when the database answers and has the schema this build needs; 503 otherwise."""
-    probe = cast(Callable[[], Awaitable[str | None]], request.state.database_ready)
     try:
-        lag = await probe()
+        lag = await context(request).database_ready()
     except Exception as error:
         # The reason goes to the log, not to whoever asks: this route needs no token.
         logger.warning(
             "not ready: the database did not answer (%s: %s)", type(error).__name__, error
         )
-        return error_response(503, "Database unavailable", {"Retry-After": RETRY_AFTER_SECONDS})
+        return error_response(503, "Database unavailable", _RETRY)
     if lag is not None:
         logger.warning("not ready: %s", lag)
-        return error_response(
-            503, "Database schema not up to date", {"Retry-After": RETRY_AFTER_SECONDS}
-        )
-    return JSONResponse({"status": "ok"})
+        return error_response(503, "Database schema not up to date", _RETRY)
+    return _json(_UP)

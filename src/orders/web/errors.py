@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from pydantic import ValidationError
@@ -27,9 +28,82 @@ from orders.service.ports import (
     PaymentRefused,
     StorageUnavailable,
 )
+from orders.web.schemas import Error, InvalidRequest
 from orders.web.tokens import KeysUnavailable
 
 RETRY_AFTER_SECONDS: Final = "5"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorStatus:
+    """What an error status means in this API, an example of its `detail`, the shape of its
+    body, and the response headers that come with it."""
+
+    description: str
+    example: str | list[dict[str, Any]]
+    body: type[Error] | type[InvalidRequest] = Error
+    headers: tuple[str, ...] = ()
+
+
+# Every error status the API answers with on purpose; the handlers below produce them.
+ERROR_STATUSES: Final[Mapping[int, ErrorStatus]] = {
+    400: ErrorStatus(
+        "Malformed JSON body (or a key repeated within one JSON object), or a malformed"
+        " `Idempotency-Key`.",
+        "Malformed JSON body",
+    ),
+    401: ErrorStatus(
+        "Missing or invalid bearer token.",
+        "Not authenticated: send Authorization: Bearer <token>",
+        headers=("WWW-Authenticate",),
+    ),
+    402: ErrorStatus(
+        "The payment was refused; nothing was charged.",
+        "The payment was refused; the order was not charged",
+    ),
+    404: ErrorStatus(
+        "No such order for the caller (another user's order answers the same).",
+        "Order not found",
+    ),
+    409: ErrorStatus(
+        "Not allowed in the order's current status, another payment or cancellation runs,"
+        " or the first request with this `Idempotency-Key` is still running (then with"
+        " `Retry-After`).",
+        "cannot update an order in status 'paid'",
+        headers=("Retry-After",),
+    ),
+    412: ErrorStatus(
+        "The order has changed: `If-Match` names none of its current entity tags.",
+        "The order has changed since the version given in If-Match",
+    ),
+    413: ErrorStatus("Request body too large.", "Request body larger than 65536 bytes"),
+    415: ErrorStatus("The body is not application/json.", "Content-Type must be application/json"),
+    422: ErrorStatus(
+        "The body, path or query failed validation, the `after` cursor is not one this list"
+        " issued, or the `Idempotency-Key` was used before for a different request.",
+        [
+            {
+                "loc": ["body", "order", 0, "size"],
+                "msg": "Input should be 'small', 'medium' or 'big'",
+                "type": "enum",
+            }
+        ],
+        body=InvalidRequest,
+    ),
+    502: ErrorStatus(
+        "Payments or kitchen answered with an error.",
+        "The payments service answered with an error",
+    ),
+    503: ErrorStatus(
+        "The database, payments or kitchen is unavailable; retry after `Retry-After`.",
+        "The database is unavailable, try again shortly",
+        headers=("Retry-After",),
+    ),
+    504: ErrorStatus(
+        "Payments or kitchen did not answer in time.",
+        "The kitchen service did not answer in time",
+    ),
+}
 
 
 class RequestInvalid(Exception):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final, cast
+from typing import Final
 from uuid import UUID
 
 from starlette.exceptions import HTTPException
@@ -21,6 +21,7 @@ from starlette.responses import Response
 from orders.service.idempotency import IdempotentRequests
 from orders.service.ports import RequestKey, StoredAnswer
 from orders.web.auth import caller
+from orders.web.context import context
 from orders.web.errors import EXCEPTION_HANDLERS
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -79,7 +80,7 @@ def idempotent(endpoint: Endpoint) -> Endpoint:
         key = await request_key(request)
         if key is None:
             return await endpoint(request)
-        requests = cast(IdempotentRequests, request.state.idempotent_requests)
+        requests = context(request).idempotent_requests
         token = await requests.begin(key)
         try:
             response = await endpoint(request)

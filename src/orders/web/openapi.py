@@ -1,167 +1,246 @@
-"""The OpenAPI 3.0 document of the v1 API, generated from the pydantic models the endpoints
-validate and render with, and the offline Swagger UI page that shows it."""
+"""The OpenAPI 3.0 document of the API, generated from the table of operations and the
+pydantic models the endpoints validate and render with, and the offline Swagger UI page
+that shows it."""
 
 from __future__ import annotations
 
 from importlib.metadata import version
 from typing import Any, Final
 
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from pydantic_core import to_json
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from orders.settings import Settings
+from orders.web.errors import ERROR_STATUSES
 from orders.web.idempotency import MAX_KEY_LENGTH
+from orders.web.operations import HEALTH, OPERATIONS, ORDERS, Answer, Operation
 from orders.web.schemas import (
-    MAX_CURSOR_LENGTH,
-    CreateOrder,
-    ErrorSchema,
+    Error,
+    Health,
+    InvalidRequest,
     ListQuery,
-    OrderListSchema,
-    OrderSchema,
+    NewOrder,
+    Order,
+    OrderList,
+    list_query_schema,
+    new_order_schema,
 )
 
 OPENAPI_PATH: Final = "/openapi/orders.json"
 DOCS_PATH: Final = "/docs/orders"
 DOCS_ASSETS_PATH: Final = "/docs/orders/assets"
 
-_ERRORS: Final = {
-    400: "Malformed JSON body (or a key repeated within one JSON object), or a malformed"
-    " `Idempotency-Key`.",
-    401: "Missing or invalid bearer token.",
-    402: "The payment was refused; nothing was charged.",
-    404: "No such order for the caller (another user's order answers the same).",
-    409: "Not allowed in the order's current status, another payment/cancellation runs, or"
-    " the first request with this `Idempotency-Key` is still running (see `Retry-After`).",
-    412: "The order has changed: `If-Match` names none of its current entity tags.",
-    413: "Request body too large.",
-    415: "The body is not application/json.",
-    422: "The body, path or query failed validation, the `after` cursor is not one this list"
-    " issued, or the `Idempotency-Key` was used before for a different request.",
-    502: "Payments or kitchen answered with an error.",
-    503: "The database, payments or kitchen is unavailable; retry after `Retry-After`.",
-    504: "Payments or kitchen did not answer in time.",
-}
-_READS: Final = (401, 404, 422, 503)
-_NEXT_STEPS: Final = {
-    "GetOrder": "getOrder",
-    "UpdateOrder": "updateOrder",
-    "DeleteOrder": "deleteOrder",
-    "PayOrder": "payOrder",
-    "CancelOrder": "cancelOrder",
-}
-_COLLABORATORS: Final = (502, 503, 504)
+_REF: Final = "#/components/schemas/{model}"
+_STRING: Final = {"type": "string"}
 
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _responses(
-    error: dict[str, Any], success: dict[int, dict[str, Any]], *errors: int
-) -> dict[str, Any]:
-    responses: dict[str, Any] = {str(code): body for code, body in success.items()}
-    for code in sorted(set(errors)):
-        responses[str(code)] = _json(error, _ERRORS[code])
-        if code == 401:
-            responses["401"]["headers"] = {
-                "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer"}
-            }
-        if code in (409, 503):
-            responses[str(code)]["headers"] = {
-                "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}
-            }
-    return responses
-
-
-# Headers of pages, idempotency keys and versions (docs/api.md).
-_ETAG: Final = {
+# Response headers, by name (they are components, referred to where they are sent).
+_HEADERS: Final = {
     "ETag": {
-        "schema": {"type": "string"},
-        "description": "Strong entity tag of the order; it changes whenever the order does.",
-    }
-}
-_REPLAYED: Final = {
+        "description": "Strong entity tag of the order; it changes whenever the order does."
+        " Send it back in `If-Match` or `If-None-Match`.",
+        "schema": {**_STRING, "example": '"v1-3fa85f64"'},
+    },
+    "Location": {"description": "The path of the new order.", "schema": _STRING},
+    "Link": {
+        "description": '`<...>; rel="next"` (RFC 8288) when more orders follow this page;'
+        " follow it as it is.",
+        "schema": _STRING,
+    },
     "Idempotent-Replayed": {
-        "schema": {"type": "string", "enum": ["true"]},
-        "description": "Present when this is the stored answer to an earlier request with the"
+        "description": "`true` when this is the stored answer to an earlier request with the"
         " same `Idempotency-Key`.",
+        "schema": {**_STRING, "enum": ["true"]},
+    },
+    "Retry-After": {
+        "description": "Seconds to wait before retrying (with the same `Idempotency-Key`).",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+    "WWW-Authenticate": {
+        "description": "The bearer challenge (RFC 6750): `Bearer`, or"
+        ' `Bearer error="invalid_token"` when a token was sent.',
+        "schema": _STRING,
+    },
+}
+
+# Request headers the operations honour (parameter components, by header name).
+_PARAMETERS: Final = {
+    "Idempotency-Key": {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "required": False,
+        "description": "Makes the request safe to retry: a repeat with the same key answers"
+        " the first answer again and does nothing else. 1 to 255 printable ASCII characters,"
+        ' bare or as an sf-string (`"..."`). Keys belong to the caller and expire after a'
+        " configured time.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+        "example": "5f0c7bfa-9d3e-4a51-8e0b-2d6f1f3c9a10",
+    },
+    "If-Match": {
+        "name": "If-Match",
+        "in": "header",
+        "required": False,
+        "description": "Change the order only if it is still at one of these entity tags"
+        " (412 otherwise); `*` needs only that it exists.",
+        "schema": _STRING,
+    },
+    "If-None-Match": {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "Answer 304 without a body while the order is still at one of these"
+        " entity tags.",
+        "schema": _STRING,
+    },
+}
+_ORDER_ID: Final = {
+    "name": "order_id",
+    "in": "path",
+    "required": True,
+    "description": "The order's id.",
+    "schema": {"type": "string", "format": "uuid"},
+}
+_TAGS: Final = {
+    ORDERS: "The caller's coffee orders: place, read, change, pay for, cancel, delete.",
+    HEALTH: "Probes for orchestrators; no token needed.",
+}
+
+_LATTE: Final = {"product": "latte", "size": "big", "quantity": 2}
+_EXAMPLES: Final[dict[type[BaseModel], dict[str, Any]]] = {
+    Order: {
+        "id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+        "created": "2026-01-05T09:30:00.123456Z",
+        "status": "created",
+        "order": [_LATTE],
+    },
+    Health: {"status": "ok"},
+}
+_EXAMPLES[OrderList] = {"orders": [_EXAMPLES[Order]]}
+_NEW_ORDER_EXAMPLES: Final = {
+    "latte": {"summary": "Two big lattes", "value": {"order": [_LATTE]}},
+    "two": {
+        "summary": "Two items, one with the default quantity (1)",
+        "value": {"order": [{"product": "cappuccino", "size": "small"}, _LATTE]},
+    },
+}
+
+
+def _content(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    return {"application/json": {"schema": schema, "example": example}}
+
+
+def _header_refs(names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+def _success(answer: Answer, refs: dict[type[BaseModel], dict[str, str]]) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": answer.description}
+    if answer.body is not None:
+        response["content"] = _content(refs[answer.body], _EXAMPLES[answer.body])
+    if answer.headers:
+        response["headers"] = _header_refs(answer.headers)
+    return response
+
+
+def _error(code: int, refs: dict[type[BaseModel], dict[str, str]]) -> dict[str, Any]:
+    status = ERROR_STATUSES[code]
+    response: dict[str, Any] = {
+        "description": status.description,
+        "content": _content(refs[status.body], {"detail": status.example}),
     }
-}
-_IDEMPOTENCY_KEY: Final = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "description": "Makes the request safe to retry: a repeat with the same key answers the"
-    ' first answer again and does nothing else. Printable ASCII; an sf-string (`"..."`)'
-    " or bare. Keys belong to the caller and expire after a configured time.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
-}
-_IF_MATCH: Final = {
-    "name": "If-Match",
-    "in": "header",
-    "required": False,
-    "description": "Change the order only if it is still at one of these entity tags (412"
-    " otherwise).",
-    "schema": {"type": "string"},
-}
-_IF_NONE_MATCH: Final = {
-    "name": "If-None-Match",
-    "in": "header",
-    "required": False,
-    "description": "Answer 304 without a body if the order is still at one of these tags.",
-    "schema": {"type": "string"},
-}
+    if status.headers:
+        response["headers"] = _header_refs(status.headers)
+    return response
 
 
-def _with_headers(response: dict[str, Any], *headers: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(response.get("headers", {}))
-    for header in headers:
-        merged.update(header)
-    return {**response, "headers": merged}
+def _query_parameters(list_query: type[ListQuery], page_size: int) -> list[dict[str, Any]]:
+    """The list query's fields as OpenAPI 3.0 parameters (`null` is no 3.0 type: an absent
+    parameter says the same)."""
+    parameters = []
+    for name, schema in list_query.model_json_schema()["properties"].items():
+        [given] = [choice for choice in schema["anyOf"] if choice.get("type") != "null"]
+        given = dict(given)
+        description = given.pop("description", None) or schema["description"]
+        if name == "limit":
+            given["default"] = page_size
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": description,
+                "schema": given,
+            }
+        )
+    return parameters
+
+
+def _operation(
+    operation: Operation,
+    refs: dict[type[BaseModel], dict[str, str]],
+    body: dict[str, Any],
+    query: list[dict[str, Any]],
+) -> dict[str, Any]:
+    responses = {str(answer.status): _success(answer, refs) for answer in operation.answers}
+    responses.update({str(code): _error(code, refs) for code in sorted(operation.errors)})
+    document: dict[str, Any] = {
+        "tags": [operation.tag],
+        "operationId": operation.operation_id,
+        "summary": operation.summary,
+    }
+    parameters = [{"$ref": f"#/components/parameters/{name}"} for name in operation.headers]
+    if operation.query:
+        parameters.extend(query)
+    if parameters:
+        document["parameters"] = parameters
+    if operation.body:
+        document["requestBody"] = body
+    document["responses"] = responses
+    if operation.public:
+        document["security"] = []
+    return document
 
 
 def build_openapi(
-    create_order: type[CreateOrder], list_query: type[ListQuery], page_size: int
+    new_order: type[NewOrder], list_query: type[ListQuery], page_size: int
 ) -> dict[str, Any]:
-    """The whole document; `create_order` carries this deployment's item limit, `list_query`
+    """The whole document; `new_order` carries this deployment's item limit, `list_query`
     its largest page, `page_size` its default page."""
-    refs, defs = models_json_schema(
-        [
-            (create_order, "validation"),
-            (OrderSchema, "serialization"),
-            (OrderListSchema, "serialization"),
-            (ErrorSchema, "serialization"),
-        ],
-        ref_template="#/components/schemas/{model}",
+    answers: list[type[BaseModel]] = [Order, OrderList, Health, Error, InvalidRequest]
+    keys, defs = models_json_schema(
+        [(new_order, "validation"), *((model, "serialization") for model in answers)],
+        ref_template=_REF,
     )
     # pydantic names the components; refer to them by the names it chose, never by guesses.
-    order_ref = refs[OrderSchema, "serialization"]
-    error_ref = refs[ErrorSchema, "serialization"]
-    order = _with_headers(_json(order_ref, "The order."), _ETAG)
-    answer = _with_headers(order, _REPLAYED)
-    limit_schema = list_query.model_json_schema()["properties"]["limit"]["anyOf"][0]
-    order_id = {
-        "name": "order_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "format": "uuid"},
+    refs: dict[type[BaseModel], dict[str, str]] = {
+        model: keys[model, "serialization"] for model in answers
     }
     body = {
         "required": True,
-        "content": {"application/json": {"schema": refs[create_order, "validation"]}},
+        "content": {
+            "application/json": {
+                "schema": keys[new_order, "validation"],
+                "examples": _NEW_ORDER_EXAMPLES,
+            }
+        },
     }
-    created = {
-        **_json(order_ref, "The order was placed."),
-        "headers": {
-            "Location": {"schema": {"type": "string"}, "description": "The new order."},
-            **_ETAG,
-            **_REPLAYED,
-        },
-        # What a client can do next with the new order (tools follow these, too).
-        "links": {
-            name: {"operationId": operation_id, "parameters": {"order_id": "$response.body#/id"}}
-            for name, operation_id in _NEXT_STEPS.items()
-        },
+    query = _query_parameters(list_query, page_size)
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in OPERATIONS:
+        item = paths.setdefault(operation.path, {})
+        if "{order_id}" in operation.path:
+            item["parameters"] = [{"$ref": "#/components/parameters/order_id"}]
+        item[operation.method.lower()] = _operation(operation, refs, body, query)
+    # What a client can do next with a new order (tools follow these, too).
+    paths["/orders"]["post"]["responses"]["201"]["links"] = {
+        operation.operation_id[0].upper() + operation.operation_id[1:]: {
+            "operationId": operation.operation_id,
+            "parameters": {"order_id": "$response.body#/id"},
+        }
+        for operation in OPERATIONS
+        if operation.path.startswith("/orders/{order_id}")
     }
     return {
         "openapi": "3.0.3",
@@ -171,142 +250,13 @@ def build_openapi(
             "description": "Place, change, pay for and cancel coffee orders.",
         },
         "servers": [{"url": "/"}],
+        "tags": [{"name": name, "description": text} for name, text in _TAGS.items()],
         "security": [{"bearerAuth": []}],
-        "paths": {
-            "/orders": {
-                "get": {
-                    "operationId": "listOrders",
-                    "summary": "The caller's orders, newest first",
-                    "parameters": [
-                        {
-                            "name": "cancelled",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "boolean"},
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "required": False,
-                            "description": "Orders in the page.",
-                            "schema": {**limit_schema, "default": page_size},
-                        },
-                        {
-                            "name": "after",
-                            "in": "query",
-                            "required": False,
-                            "description": "Cursor of the page to read, as found in the"
-                            ' `Link: rel="next"` of the page before (opaque).',
-                            "schema": {
-                                "type": "string",
-                                "minLength": 1,
-                                "maxLength": MAX_CURSOR_LENGTH,
-                            },
-                        },
-                    ],
-                    "responses": _responses(
-                        error_ref,
-                        {
-                            200: _with_headers(
-                                _json(refs[OrderListSchema, "serialization"], "One page."),
-                                {
-                                    "Link": {
-                                        "schema": {"type": "string"},
-                                        "description": '`<...>; rel="next"` (RFC 8288)'
-                                        " when more orders follow this page.",
-                                    }
-                                },
-                            )
-                        },
-                        401,
-                        422,
-                        503,
-                    ),
-                },
-                "post": {
-                    "operationId": "placeOrder",
-                    "summary": "Place an order",
-                    "parameters": [_IDEMPOTENCY_KEY],
-                    "requestBody": body,
-                    "responses": _responses(
-                        error_ref, {201: created}, 400, 401, 409, 413, 415, 422, 503
-                    ),
-                },
-            },
-            "/orders/{order_id}": {
-                "parameters": [order_id],
-                "get": {
-                    "operationId": "getOrder",
-                    "summary": "One order",
-                    "parameters": [_IF_NONE_MATCH],
-                    "responses": _responses(
-                        error_ref,
-                        {
-                            200: order,
-                            304: {"description": "Not modified.", "headers": _ETAG},
-                        },
-                        *_READS,
-                    ),
-                },
-                "put": {
-                    "operationId": "updateOrder",
-                    "summary": "Replace the items of an order that is not paid yet",
-                    "parameters": [_IF_MATCH],
-                    "requestBody": body,
-                    "responses": _responses(
-                        error_ref, {200: order}, *_READS, 400, 409, 412, 413, 415
-                    ),
-                },
-                "delete": {
-                    "operationId": "deleteOrder",
-                    "summary": "Delete an order that is not paid, or is cancelled",
-                    "parameters": [_IF_MATCH],
-                    "responses": _responses(
-                        error_ref, {204: {"description": "Deleted."}}, *_READS, 409, 412
-                    ),
-                },
-            },
-            "/orders/{order_id}/pay": {
-                "parameters": [order_id],
-                "post": {
-                    "operationId": "payOrder",
-                    "summary": "Charge the order and schedule it in the kitchen",
-                    "parameters": [_IDEMPOTENCY_KEY, _IF_MATCH],
-                    "responses": _responses(
-                        error_ref, {200: answer}, *_READS, 400, 402, 409, 412, *_COLLABORATORS
-                    ),
-                },
-            },
-            "/orders/{order_id}/cancel": {
-                "parameters": [order_id],
-                "post": {
-                    "operationId": "cancelOrder",
-                    "summary": "Cancel the order (taking it off the kitchen's schedule)",
-                    "parameters": [_IDEMPOTENCY_KEY, _IF_MATCH],
-                    "responses": _responses(
-                        error_ref, {200: answer}, *_READS, 400, 409, 412, *_COLLABORATORS
-                    ),
-                },
-            },
-            "/health/live": {
-                "get": {
-                    "operationId": "live",
-                    "summary": "The process is up",
-                    "security": [],
-                    "responses": {"200": _json(_HEALTH, "Up.")},
-                },
-            },
-            "/health/ready": {
-                "get": {
-                    "operationId": "ready",
-                    "summary": "The database answers",
-                    "security": [],
-                    "responses": _responses(error_ref, {200: _json(_HEALTH, "Ready.")}, 503),
-                },
-            },
-        },
+        "paths": paths,
         "components": {
             "schemas": defs["$defs"],
+            "parameters": {**_PARAMETERS, "order_id": _ORDER_ID},
+            "headers": _HEADERS,
             "securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
@@ -314,12 +264,16 @@ def build_openapi(
     }
 
 
-_HEALTH: Final = {
-    "type": "object",
-    "properties": {"status": {"type": "string", "enum": ["ok"]}},
-    "required": ["status"],
-    "additionalProperties": False,
-}
+def default_document() -> dict[str, Any]:
+    """The document a deployment with the default limits serves (what clients are generated
+    from when no running service is at hand)."""
+    fields = Settings.model_fields
+    return build_openapi(
+        new_order_schema(fields["max_items_per_order"].default),
+        list_query_schema(fields["page_size_max"].default),
+        fields["page_size"].default,
+    )
+
 
 _DOCS_PAGE: Final = """<!doctype html>
 <html lang="en">
@@ -351,3 +305,10 @@ def openapi_endpoint(document: bytes) -> Any:
 async def docs(request: Request) -> Response:
     root = request.scope.get("root_path", "")
     return HTMLResponse(_DOCS_PAGE.format(assets=root + DOCS_ASSETS_PATH, spec=root + OPENAPI_PATH))
+
+
+if __name__ == "__main__":
+    # `python -m orders.web.openapi`: the default document on standard output.
+    import sys
+
+    sys.stdout.write(to_json(default_document(), indent=2).decode() + "\n")

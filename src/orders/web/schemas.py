@@ -5,13 +5,15 @@ rendered to their shape, and the OpenAPI document is generated from them.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Final
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic_core import to_json
 
-from orders.domain import OrderItem, OrderStatus, OrderView, Size
+from orders import domain
+from orders.domain import OrderStatus, OrderView, Size
 from orders.domain.model import MAX_QUANTITY
 from orders.service.documents import order_document
 
@@ -21,16 +23,10 @@ MAX_PRODUCT_LENGTH: Final = 100
 MAX_CURSOR_LENGTH: Final = 128
 
 
-class OrderItemSchema(BaseModel):
-    """One line of an order."""
+class NewOrderItem(BaseModel):
+    """One line of an order as a client sends it (`quantity` may be left out)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        strict=True,
-        frozen=True,
-        title="OrderItem",
-        json_schema_serialization_defaults_required=True,
-    )
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     # PostgreSQL text cannot hold NUL: refuse it here (422) rather than fail in the database.
     product: str = Field(
@@ -42,24 +38,24 @@ class OrderItemSchema(BaseModel):
     size: Size
     quantity: int = Field(default=1, ge=1, le=MAX_QUANTITY)
 
-    def to_domain(self) -> OrderItem:
-        return OrderItem(self.product, self.size, self.quantity)
+    def to_domain(self) -> domain.OrderItem:
+        return domain.OrderItem(self.product, self.size, self.quantity)
 
 
-class CreateOrder(BaseModel):
-    """Body of `POST /orders` and `PUT /orders/{order_id}`."""
+class NewOrder(BaseModel):
+    """Body of `POST /orders` and `PUT /orders/{order_id}`: the items of the order."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="CreateOrder")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    order: list[OrderItemSchema] = Field(min_length=1)
+    order: list[NewOrderItem] = Field(min_length=1)
 
 
-def create_order_schema(max_items: int) -> type[CreateOrder]:
+def new_order_schema(max_items: int) -> type[NewOrder]:
     """The request body model with this deployment's item limit, so the docs show it too."""
     return create_model(
-        "CreateOrder",
-        __base__=CreateOrder,
-        order=(Annotated[list[OrderItemSchema], Field(min_length=1, max_length=max_items)], ...),
+        "NewOrder",
+        __base__=NewOrder,
+        order=(Annotated[list[NewOrderItem], Field(min_length=1, max_length=max_items)], ...),
     )
 
 
@@ -86,22 +82,51 @@ def list_query_schema(max_page_size: int) -> type[ListQuery]:
     return create_model("ListQuery", __base__=ListQuery, limit=(page | None, None))
 
 
-class OrderSchema(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="Order")
+class OrderItem(BaseModel):
+    """One line of an order as the service shows it (every field present)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product: str = Field(min_length=1, max_length=MAX_PRODUCT_LENGTH)
+    size: Size
+    quantity: int = Field(ge=1, le=MAX_QUANTITY)
+
+
+class Order(BaseModel):
+    """An order."""
+
+    model_config = ConfigDict(extra="forbid")
 
     id: UUID
-    created: datetime
+    created: datetime = Field(description="When it was placed (RFC 3339, UTC).")
     status: OrderStatus
-    order: list[OrderItemSchema]
+    order: list[OrderItem]
 
 
-class OrderListSchema(BaseModel):
-    model_config = ConfigDict(extra="forbid", title="OrderList")
+class OrderList(BaseModel):
+    """One page of the caller's orders, newest first."""
 
-    orders: list[OrderSchema]
+    model_config = ConfigDict(extra="forbid")
+
+    orders: list[Order]
+
+
+class HealthStatus(StrEnum):
+    OK = "ok"
+
+
+class Health(BaseModel):
+    """A health probe's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: HealthStatus
 
 
 class ValidationProblem(BaseModel):
+    """One thing wrong with a request: where (`["body", "order", 0, "size"]`), what, and its
+    machine-readable type."""
+
     model_config = ConfigDict(extra="forbid")
 
     loc: list[str | int]
@@ -109,19 +134,27 @@ class ValidationProblem(BaseModel):
     type: str
 
 
-class ErrorSchema(BaseModel):
-    """Every error body: a message, or the list of problems of a 422."""
+class Error(BaseModel):
+    """Every error but 422: what went wrong, in words."""
 
-    model_config = ConfigDict(extra="forbid", title="Error")
+    model_config = ConfigDict(extra="forbid")
 
-    detail: str | list[ValidationProblem]
+    detail: str
+
+
+class InvalidRequest(BaseModel):
+    """422: the body, path, query or a header failed validation; one entry per problem."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    detail: list[ValidationProblem]
 
 
 def render_order(order: OrderView) -> bytes:
-    """JSON of one order, shaped exactly as OrderSchema."""
+    """JSON of one order, shaped exactly as Order."""
     return to_json(order_document(order))
 
 
 def render_orders(orders: list[OrderView]) -> bytes:
-    """JSON of a list of orders, shaped exactly as OrderListSchema."""
+    """JSON of a list of orders, shaped exactly as OrderList."""
     return to_json({"orders": [order_document(order) for order in orders]})
