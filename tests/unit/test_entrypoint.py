@@ -131,7 +131,7 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
         (["--workers", "2"], True),
         (["--log-level=debug"], True),
         (["alembic", "current"], False),
-        (["python", "-m", "orders.standins"], False),
+        (["python", "-m", "orders_dev.standins"], False),
         (["sh", "-c", "--not-an-option"], False),
     ],
 )
