@@ -33,7 +33,7 @@ import loadgen
 import report
 import scratchdb
 import sqlcheck
-from servers import Uvicorn, postgres_backends, rss_mib
+from servers import TraceSink, Uvicorn, free_port, postgres_backends, rss_mib
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -89,6 +89,9 @@ class Plan:
     max_overflow: int
     service_http: str
     baseline: str
+    baseline_src: Path | None
+    metrics: bool
+    tracing: bool
 
 
 def _arguments() -> argparse.Namespace:
@@ -133,10 +136,31 @@ def _arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--baseline",
-        choices=["reference", "httptools"],
+        choices=["reference", *sorted(SERVICE_HTTP)],
         default="reference",
         help="what the service is measured against: bench/reference.py (default), or the "
-        "service itself on plain httptools, which measures the cost of --service-http alone",
+        "service itself on that HTTP protocol: `httptools` measures the cost of "
+        "--service-http alone, `shipped` (with --metrics or --tracing) the cost of those",
+    )
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="the service serves Prometheus metrics as the image does (METRICS_PORT, "
+        "PROMETHEUS_MULTIPROC_DIR); the baseline does not",
+    )
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="the service traces every request and exports the spans over OTLP to a sink the "
+        "bench runs; the baseline does not",
+    )
+    parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        metavar="CHECKOUT",
+        help="measure the service against the service of another checkout of this repository "
+        "(its src/ on this environment, plain httptools), e.g. a `git worktree` of an earlier "
+        "commit: before/after in one run. Its schema must be readable by the earlier code",
     )
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--orders-per-user", type=int, default=100)
@@ -173,6 +197,9 @@ def _plan(args: argparse.Namespace) -> Plan:
         max_overflow=args.max_overflow,
         service_http=args.service_http,
         baseline=args.baseline,
+        baseline_src=args.baseline_src.resolve() if args.baseline_src else None,
+        metrics=args.metrics,
+        tracing=args.tracing,
     )
 
 
@@ -209,9 +236,54 @@ def _server_env(database_url: str, public_pem: str, scratch: Path, plan: Plan) -
     return env
 
 
+def _baseline(workers: int, env: dict[str, str], scratch: Path, plan: Plan) -> Uvicorn:
+    """The server in the "reference" slot, so that the tables and ratios read the same."""
+    if plan.baseline_src is not None:
+        return Uvicorn(
+            "reference",
+            "orders.app:create_app",
+            workers=workers,
+            env=env,
+            log_path=scratch / f"baseline-{workers}w.log",
+            app_dir=plan.baseline_src / "src",
+            http_options=SERVICE_HTTP["httptools"](),
+        )
+    if plan.baseline == "reference":
+        return Uvicorn(
+            "reference",
+            "reference:create_app",
+            workers=workers,
+            env=env,
+            log_path=scratch / f"reference-{workers}w.log",
+            app_dir=BENCH,
+        )
+    return Uvicorn(
+        "reference",
+        "orders.app:create_app",
+        workers=workers,
+        env=env,
+        log_path=scratch / f"baseline-{workers}w.log",
+        http_options=SERVICE_HTTP[plan.baseline](),
+    )
+
+
+def _service_env(
+    env: dict[str, str], scratch: Path, plan: Plan, workers: int, trace_sink: str | None
+) -> dict[str, str]:
+    """The service's environment: the baseline's, with metrics or tracing turned on."""
+    env = dict(env)
+    if plan.metrics:
+        directory = scratch / f"metrics-{workers}w"
+        directory.mkdir()
+        env.update(METRICS_PORT=str(free_port()), PROMETHEUS_MULTIPROC_DIR=str(directory))
+    if plan.tracing and trace_sink is not None:
+        env.update(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=trace_sink)
+    return env
+
+
 @contextlib.contextmanager
 def _servers(
-    workers: int, env: dict[str, str], scratch: Path, service_http: str, baseline: str
+    workers: int, env: dict[str, str], scratch: Path, plan: Plan, trace_sink: str | None
 ) -> Iterator[tuple[Uvicorn, Uvicorn]]:
     started: list[Uvicorn] = []
     try:
@@ -219,31 +291,12 @@ def _servers(
             "service",
             "orders.app:create_app",
             workers=workers,
-            env=env,
+            env=_service_env(env, scratch, plan, workers, trace_sink),
             log_path=scratch / f"service-{workers}w.log",
-            http_options=SERVICE_HTTP[service_http](),
+            http_options=SERVICE_HTTP[plan.service_http](),
         )
         started.append(service)
-        # In the "reference" slot either way, so that the tables and ratios read the same.
-        ref = (
-            Uvicorn(
-                "reference",
-                "reference:create_app",
-                workers=workers,
-                env=env,
-                log_path=scratch / f"reference-{workers}w.log",
-                app_dir=BENCH,
-            )
-            if baseline == "reference"
-            else Uvicorn(
-                "reference",
-                "orders.app:create_app",
-                workers=workers,
-                env=env,
-                log_path=scratch / f"baseline-{workers}w.log",
-                http_options=SERVICE_HTTP[baseline](),
-            )
-        )
+        ref = _baseline(workers, env, scratch, plan)
         started.append(ref)
         service.wait_ready()
         ref.wait_ready()
@@ -346,9 +399,15 @@ def _users(database_url: str, args: argparse.Namespace) -> tuple[str, list[Any]]
 def _print_report(
     plan: Plan, cells: list[report.Cell], memory: list[tuple[int, str, list[float]]]
 ) -> None:
-    baseline = (
-        "bench/reference.py" if plan.baseline == "reference" else f"the service on {plan.baseline}"
-    )
+    if plan.baseline_src is not None:
+        baseline = f"the service of {plan.baseline_src} on httptools"
+    elif plan.baseline == "reference":
+        baseline = "bench/reference.py"
+    else:
+        baseline = f"the service on {plan.baseline}"
+    extras = [name for name, on in (("metrics", plan.metrics), ("tracing", plan.tracing)) if on]
+    if extras:
+        baseline += f"; the service with {' and '.join(extras)} on"
     print(
         f"\n{plan.rounds} x {plan.seconds:g} s per server and cell, in turns, after "
         f"{plan.warmup_seconds:g} s of warm-up each; wrk "
@@ -424,9 +483,10 @@ def main() -> int:
         workload = Workload(plan, scratch / "users.lua", database)
         _write_users_lua(workload.data_file, users)
         env = _server_env(database_url, public_pem, scratch, plan)
+        trace_sink = stack.enter_context(TraceSink()).url if plan.tracing else None
         turn = 0
         for workers in plan.workers:
-            with _servers(workers, env, scratch, plan.service_http, plan.baseline) as (
+            with _servers(workers, env, scratch, plan, trace_sink) as (
                 service,
                 ref,
             ):

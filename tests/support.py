@@ -10,8 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -252,6 +252,68 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def orders_processes(
+    tmp_path: Path,
+    database_url: str,
+    public_key: bytes,
+    standins: str,
+    *names: str,
+    workers: int = 1,
+    **settings: str,
+) -> Iterator[list[tuple[subprocess.Popen[bytes], str]]]:
+    """The service in processes of their own, one per name (see start_server), started
+    together and ready; stopped afterwards. Yields each process with its URL."""
+    started = []
+    try:
+        for name in names:
+            started.append(
+                start_server(
+                    tmp_path,
+                    database_url,
+                    public_key,
+                    standins,
+                    workers=workers,
+                    name=name,
+                    **settings,
+                )
+            )
+        for process, url, log in started:
+            wait_until_up(f"{url}/health/ready", process, log)
+        yield [(process, url) for process, url, _ in started]
+    finally:
+        for process, _, _ in started:
+            stop(process)
+
+
+@contextmanager
+def orders_process(
+    tmp_path: Path,
+    database_url: str,
+    public_key: bytes,
+    standins: str,
+    name: str,
+    *,
+    workers: int = 1,
+    **settings: str,
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """The service in a process of its own, ready; stopped afterwards. Yields the process
+    and its URL."""
+    with orders_processes(
+        tmp_path, database_url, public_key, standins, name, workers=workers, **settings
+    ) as [started]:
+        yield started
+
+
+@asynccontextmanager
+async def customer(url: str, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of a server at `url`, sending `token`."""
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    ) as client:
+        yield client
 
 
 async def fetch(database_url: str, query: str, *args: Any) -> list[asyncpg.Record]:

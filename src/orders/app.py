@@ -35,10 +35,10 @@ from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.domain import OrderEvent
 from orders.logs import configure_logging
 from orders.observability.metrics import Metrics
-from orders.observability.middleware import RequestMetricsMiddleware, TracingMiddleware
+from orders.observability.middleware import RequestMetricsMiddleware
 from orders.observability.pool import instrument_engine, measured_pool_class, release_engine
 from orders.observability.server import start_metrics_server
-from orders.observability.tracing import Tracing, TracingConfigurationError
+from orders.observability.tracing import TracingConfigurationError, tracing_from_environment
 from orders.service.idempotency import IdempotentRequests, KeyPurger
 from orders.service.orders import OrderService
 from orders.service.ports import PendingCount
@@ -131,7 +131,7 @@ def create_app(
     try:
         settings = settings if settings is not None else Settings.load()
         static_keys = _static_keys(settings)
-        tracing = Tracing.from_environment(os.environ)
+        tracing = tracing_from_environment(os.environ)
         history = _schema_history(settings)
     except (ConfigurationError, TracingConfigurationError) as error:
         raise SystemExit(f"orders: {error}") from None
@@ -145,6 +145,8 @@ def create_app(
     openapi_document = to_json(build_openapi(create_order, pages.query, settings.page_size))
     metrics = Metrics(commit=settings.build_commit)
     pool_capacity = settings.db_pool_size + settings.db_max_overflow
+    # With metrics off nothing is measured: no pool events, no observers on the hot paths.
+    observed = settings.metrics_port is not None
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -153,10 +155,13 @@ def create_app(
             metrics_server = await start_metrics_server(
                 metrics, settings.metrics_host, settings.metrics_port
             )
-        engine = make_engine(
-            settings, poolclass=measured_pool_class(metrics, settings.db_max_overflow)
-        )
-        instrument_engine(engine, metrics, pool_capacity)
+            engine = make_engine(
+                settings, poolclass=measured_pool_class(metrics, settings.db_max_overflow)
+            )
+            instrument_engine(engine, metrics, pool_capacity)
+        else:
+            engine = make_engine(settings)
+        on_call = metrics.collaborator_call if observed else None
         client = make_http_client(settings, transport)
         if tracing is not None:
             tracing.start(client)
@@ -169,7 +174,11 @@ def create_app(
             fetch_timeout=settings.jwks_fetch_timeout_seconds,
         )
         views = SqlOrderViews(engine)
-        unit_of_work = partial(SqlUnitOfWork, engine, on_committed=partial(_report_events, metrics))
+        unit_of_work = partial(
+            SqlUnitOfWork,
+            engine,
+            on_committed=partial(_report_events, metrics) if observed else None,
+        )
         service = OrderService(
             unit_of_work,
             views,
@@ -177,13 +186,13 @@ def create_app(
                 client,
                 str(settings.payments_url),
                 settings.http_call_deadline,
-                on_call=metrics.collaborator_call,
+                on_call=on_call,
             ),
             HttpKitchen(
                 client,
                 str(settings.kitchen_url),
                 settings.http_call_deadline,
-                on_call=metrics.collaborator_call,
+                on_call=on_call,
             ),
             lease=timedelta(seconds=settings.action_lease_seconds),
             retry_base=timedelta(seconds=settings.reconcile_interval_seconds),
@@ -203,7 +212,7 @@ def create_app(
             views,
             interval=settings.reconcile_interval_seconds,
             batch_size=settings.reconcile_batch_size,
-            on_pending=partial(_report_pending, metrics),
+            on_pending=partial(_report_pending, metrics) if observed else None,
         )
         # Order events: the outbox relay and the status consumer run here, beside the API,
         # when BROKER_URL is set (see orders.adapters.events).
@@ -253,7 +262,8 @@ def create_app(
                 await metrics_server.stop()
             await client.aclose()
             await engine.dispose()
-            release_engine(metrics, pool_capacity)
+            if observed:
+                release_engine(metrics, pool_capacity)
             if tracing is not None:
                 tracing.stop()
             # Whatever was frozen can be collected again (it matters where apps come and go,
@@ -265,7 +275,7 @@ def create_app(
     # the request's log line is written; when off, they are not in the stack at all.
     observing = []
     if tracing is not None:
-        observing.append(Middleware(TracingMiddleware, tracer=tracing.tracer))
+        observing.append(tracing.middleware())
     if settings.metrics_port is not None:
         observing.append(Middleware(RequestMetricsMiddleware, metrics=metrics))
 

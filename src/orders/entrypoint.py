@@ -14,7 +14,7 @@ uvicorn runs with the HTTP limits of `ServerLimits` (`HTTP_*` settings): the htt
 protocol guarded by `orders.httpguard` (header size, header count, header-read timeout),
 the keep-alive timeout and the concurrency limit.
 
-Environment, besides the service's own settings:
+Its own switches are `StartupSettings`, read like the service's settings:
 
 - `MIGRATE_ON_START` (default `true`): `false` skips the wait and the migration, for
   deployments that migrate in a separate job; the server then starts at once and
@@ -22,7 +22,9 @@ Environment, besides the service's own settings:
 - `DB_WAIT_SECONDS` (default 60): how long to wait for the database to accept connections.
 - `UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN` (default 20): seconds in-flight requests get to finish
   after SIGTERM; keep it below the orchestrator's grace period.
-- `ALEMBIC_CONFIG` (default `pyproject.toml`): the file holding `[tool.alembic]`.
+
+It migrates with the Alembic configuration of the service's `ALEMBIC_CONFIG` (default
+`pyproject.toml`), the one whose head readiness expects.
 
 uvicorn reads its other options from `UVICORN_*` variables and `WEB_CONCURRENCY` (workers).
 """
@@ -35,7 +37,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -43,23 +45,15 @@ from typing import TYPE_CHECKING
 # Only the server path needs pydantic, SQLAlchemy and Alembic: they are imported where used,
 # so that a one-off command (`IMAGE alembic current`, the stand-ins) starts without that cost.
 if TYPE_CHECKING:
-    from orders.settings import DatabaseSettings, ServerLimits
+    from orders.settings import DatabaseSettings, ServerLimits, StartupSettings
 
 logger = logging.getLogger("orders.entrypoint")
 
 APP_FACTORY = "orders.app:create_app"
 HTTP_PROTOCOL = "orders.httpguard:GuardedHttpToolsProtocol"
-DEFAULT_DB_WAIT_SECONDS = 60.0
-DEFAULT_GRACEFUL_SHUTDOWN_SECONDS = 20
 WAIT_INTERVAL_SECONDS = 1.0
 # While waiting, repeat an unchanged reason only this often, so the log stays readable.
 WAIT_LOG_EVERY_SECONDS = 10.0
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-
-# SQLSTATEs that waiting cannot fix: bad credentials (class 28), no such database.
-_PERMANENT_SQLSTATE_PREFIXES = ("28", "3D000")
 
 Probe = Callable[[], Awaitable[None]]
 
@@ -72,47 +66,14 @@ class DatabaseUnavailable(StartupError):
     """The database did not accept connections in time, or refused us for good."""
 
 
-def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    """A boolean environment variable; anything but a clear yes/no is an error."""
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise StartupError(f"{name} must be true or false, not {env[name]!r}")
-
-
-def number(env: Mapping[str, str], name: str, default: float, *, integer: bool = False) -> float:
-    """A non-negative number from the environment (a whole one when `integer`)."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw) if integer else float(raw)
-    except ValueError:
-        kind = "a whole number" if integer else "a number"
-        raise StartupError(f"{name} must be {kind} of seconds, not {raw!r}") from None
-    if value < 0:
-        raise StartupError(f"{name} must not be negative, not {raw!r}")
-    return value
-
-
-def server_command(extra: Sequence[str], env: Mapping[str, str]) -> list[str]:
+def server_command(
+    extra: Sequence[str], startup: StartupSettings, limits: ServerLimits
+) -> list[str]:
     """The uvicorn command line: the app factory, our fixed choices, then `extra` options.
 
     Access logging is off because the app logs every request itself (with its request id).
     `--lifespan on` makes a failing start-up stop the process instead of being ignored.
     """
-    from orders.settings import ServerLimits
-
-    grace = number(
-        env,
-        "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",
-        DEFAULT_GRACEFUL_SHUTDOWN_SECONDS,
-        integer=True,
-    )
     return [
         "uvicorn",
         "--factory",
@@ -121,8 +82,8 @@ def server_command(extra: Sequence[str], env: Mapping[str, str]) -> list[str]:
         "on",
         "--no-access-log",
         "--timeout-graceful-shutdown",
-        str(int(grace)),
-        *server_limit_options(ServerLimits.load()),
+        str(startup.uvicorn_timeout_graceful_shutdown),
+        *server_limit_options(limits),
         *extra,
     ]
 
@@ -153,13 +114,6 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def is_permanent(error: BaseException) -> bool:
-    """Whether the server answered with a refusal that retrying cannot change."""
-    orig = getattr(error, "orig", None) or error
-    sqlstate = getattr(orig, "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(_PERMANENT_SQLSTATE_PREFIXES)
-
-
 async def wait_for_database(
     probe: Probe,
     *,
@@ -172,6 +126,8 @@ async def wait_for_database(
     Raises DatabaseUnavailable after `give_up_after` seconds, or at once when the database
     refuses us for a reason that waiting cannot fix (wrong password, no such database).
     """
+    from orders.adapters.database import Outage, outage
+
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + give_up_after
@@ -182,7 +138,7 @@ async def wait_for_database(
             await probe()
         except Exception as error:
             reason = describe_error(error)
-            if is_permanent(error):
+            if outage(error) is Outage.REFUSED:
                 raise DatabaseUnavailable(f"the database at {where} refused us: {reason}") from None
             now = loop.time()
             if now >= deadline:
@@ -246,7 +202,7 @@ def _route_alembic_logs() -> None:
 
 
 def prepare_server(
-    env: Mapping[str, str],
+    startup: StartupSettings,
     *,
     probe: Callable[[DatabaseSettings], Probe] | None = None,
     run_migrations: Callable[[Path], None] | None = None,
@@ -254,8 +210,8 @@ def prepare_server(
     """Everything that happens before the server starts: settings, wait, migration.
 
     The service's settings come from the process environment, as the server reads them;
-    `env` holds this module's own switches. Raises StartupError or ConfigurationError with
-    a one-line reason.
+    `startup` holds this module's own switches. Raises StartupError or ConfigurationError
+    with a one-line reason.
     """
     from orders.logs import configure_logging
     from orders.settings import Settings
@@ -266,14 +222,15 @@ def prepare_server(
     settings = Settings.load()
     configure_logging(settings.log_level, settings.log_format)
     _route_alembic_logs()
-    if not flag(env, "MIGRATE_ON_START", default=True):
+    if not startup.migrate_on_start:
         logger.info("MIGRATE_ON_START=false: not migrating; starting the server")
         return
-    patience = number(env, "DB_WAIT_SECONDS", DEFAULT_DB_WAIT_SECONDS)
     where = database_location(settings)
-    waited = asyncio.run(wait_for_database(probe(settings), give_up_after=patience, where=where))
+    waited = asyncio.run(
+        wait_for_database(probe(settings), give_up_after=startup.db_wait_seconds, where=where)
+    )
     logger.info("the database at %s accepts connections (after %.1f s)", where, waited)
-    config_file = Path(env.get("ALEMBIC_CONFIG", "pyproject.toml"))
+    config_file = settings.alembic_config
     logger.info("migrating: alembic upgrade head (%s)", config_file)
     started = time.monotonic()
     run_migrations(config_file)
@@ -314,15 +271,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not is_server(args):
         return _exec(args)
-    from orders.settings import ConfigurationError
+    from orders.settings import ConfigurationError, ServerLimits, StartupSettings
 
     # As PID 1 nothing would handle them otherwise: the kernel drops signals PID 1 has no
     # handler for, and `docker stop` would wait out its grace period and then kill us.
     restore = handle_stop_signals()
     try:
         try:
-            command = server_command(args, os.environ)
-            prepare_server(os.environ)
+            startup = StartupSettings.load()
+            command = server_command(args, startup, ServerLimits.load())
+            prepare_server(startup)
         except (StartupError, ConfigurationError) as error:
             print(f"orders: {error}", file=sys.stderr)
             return 1

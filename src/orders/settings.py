@@ -2,8 +2,9 @@
 
 `DatabaseSettings` holds what every process that talks to the database needs (the server,
 Alembic, the container entrypoint); `EventSettings` adds the broker (the event worker);
-`Settings` adds what the HTTP service needs. Nothing
-here is instantiated at import: call `Settings.load()` where the process starts.
+`Settings` adds what the HTTP service needs. `ServerLimits` are the HTTP server's bounds and
+`StartupSettings` the container entrypoint's own switches. Nothing here is instantiated at
+import: call `load()` where the process starts.
 """
 
 from __future__ import annotations
@@ -45,10 +46,26 @@ def _one_line(error: ValidationError) -> str:
     return "invalid configuration: " + "; ".join(problems)
 
 
-class DatabaseSettings(BaseSettings):
-    """Where the database is and how the process pools connections to it."""
+class EnvironmentSettings(BaseSettings):
+    """Settings read from the environment and secret files, validated in one go."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Self:
+        """Read the environment (and secret files); raise ConfigurationError in one line."""
+        secrets_dir = os.environ.get("SECRETS_DIR", DEFAULT_SECRETS_DIR)
+        kwargs: dict[str, Any] = dict(overrides)
+        if Path(secrets_dir).is_dir():
+            kwargs["_secrets_dir"] = secrets_dir
+        try:
+            return cls(**kwargs)
+        except ValidationError as error:
+            raise ConfigurationError(_one_line(error)) from None
+
+
+class DatabaseSettings(EnvironmentSettings):
+    """Where the database is and how the process pools connections to it."""
 
     database_url: SecretStr = Field(
         description="postgresql:// or postgresql+asyncpg:// URL of the database."
@@ -109,18 +126,6 @@ class DatabaseSettings(BaseSettings):
         """The URL with the asyncpg driver, password included, for create_async_engine."""
         return make_url(self.database_url.get_secret_value())
 
-    @classmethod
-    def load(cls, **overrides: Any) -> Self:
-        """Read the environment (and secret files); raise ConfigurationError in one line."""
-        secrets_dir = os.environ.get("SECRETS_DIR", DEFAULT_SECRETS_DIR)
-        kwargs: dict[str, Any] = dict(overrides)
-        if Path(secrets_dir).is_dir():
-            kwargs["_secrets_dir"] = secrets_dir
-        try:
-            return cls(**kwargs)
-        except ValidationError as error:
-            raise ConfigurationError(_one_line(error)) from None
-
 
 class MigrationSettings(DatabaseSettings):
     """What Alembic adds to the database settings when it migrates."""
@@ -136,7 +141,7 @@ class MigrationSettings(DatabaseSettings):
 
 
 class EventSettings(DatabaseSettings):
-    """Order events over RabbitMQ (DESIGN §3.1; see orders.adapters.events): what the API
+    """Order events over RabbitMQ (asyncapi.yaml; see orders.adapters.events): what the API
     process and `python -m orders.worker` need. With no BROKER_URL nothing connects and
     events wait in the outbox."""
 
@@ -179,7 +184,7 @@ class EventSettings(DatabaseSettings):
 class Settings(EventSettings):
     """Everything the orders HTTP service reads from its environment."""
 
-    # Identity (DESIGN §4): exactly one key source.
+    # Identity (docs/adr/0003-token-verification.md): exactly one key source.
     jwt_public_key: SecretStr | None = Field(default=None, description="PEM public key text.")
     jwt_public_key_file: Path | None = None
     jwt_jwks_url: AnyHttpUrl | None = None
@@ -200,7 +205,7 @@ class Settings(EventSettings):
         default=5.0, gt=0, le=60, description="Deadline for one whole JWKS fetch."
     )
 
-    # Collaborators (DESIGN §3).
+    # Collaborators (docs/collaborators.md).
     payments_url: AnyHttpUrl
     kitchen_url: AnyHttpUrl
     http_connect_timeout: float = Field(default=2.0, gt=0)
@@ -229,7 +234,7 @@ class Settings(EventSettings):
         default=300.0, gt=0, description="Longest wait between two tries of an unknown outcome."
     )
 
-    # Pages, idempotency keys (DESIGN §2.1).
+    # Pages, idempotency keys (docs/api.md).
     page_size: int = Field(
         default=20, ge=1, le=1000, description="Orders in a list page when `limit` is not given."
     )
@@ -349,10 +354,8 @@ class Settings(EventSettings):
         return self
 
 
-class ServerLimits(BaseSettings):
+class ServerLimits(EnvironmentSettings):
     """The HTTP server's limits (`orders.httpguard` and the uvicorn command line)."""
-
-    model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     http_header_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="Seconds a client has to send a request head."
@@ -369,10 +372,22 @@ class ServerLimits(BaseSettings):
         description="Connections plus requests in progress per worker before 503.",
     )
 
-    @classmethod
-    def load(cls) -> Self:
-        """Read the environment; raise ConfigurationError in one line."""
-        try:
-            return cls()
-        except ValidationError as error:
-            raise ConfigurationError(_one_line(error)) from None
+
+class StartupSettings(EnvironmentSettings):
+    """What the container entrypoint (`orders.entrypoint`) does before the server runs."""
+
+    # An empty variable means the default, as a shell or compose file leaves it when unset.
+    model_config = SettingsConfigDict(env_ignore_empty=True)
+
+    migrate_on_start: bool = Field(
+        default=True,
+        description="Wait for the database and migrate it first (false: a separate job does).",
+    )
+    db_wait_seconds: float = Field(
+        default=60.0, ge=0, description="Seconds to wait for the database to accept connections."
+    )
+    uvicorn_timeout_graceful_shutdown: int = Field(
+        default=20,
+        ge=0,
+        description="Seconds requests in flight get to finish after SIGTERM.",
+    )

@@ -1,4 +1,4 @@
-"""Stand-ins for the payments and kitchen services (DESIGN §3), for the compose stack,
+"""Stand-ins for the payments and kitchen services (docs/collaborators.md), for the compose stack,
 local demos and tests. Not part of the orders service itself.
 
     python -m orders_dev.standins --port 8001
@@ -16,7 +16,7 @@ STANDIN_DELAY_SECONDS, STANDIN_TRICKLE_SECONDS and STANDIN_FAULT_RATE (0..1). Th
 records everything that took effect; tests assert against it.
 
 With STANDIN_BROKER_URL set (an amqp:// URL), the kitchen also plays its part in the event
-flow (DESIGN §3.1): STANDIN_DISPATCH_SECONDS (default 3) after a new schedule it publishes
+flow (asyncapi.yaml): STANDIN_DISPATCH_SECONDS (default 3) after a new schedule it publishes
 `schedule.dispatched` (`{"schedule_id", "order_id"}`) to the topic exchange `kitchen`, and
 STANDIN_DELIVERY_SECONDS (default 3) later delivery publishes `order.delivered`
 (`{"order_id"}`) to the topic exchange `delivery`; a schedule cancelled meanwhile goes

@@ -12,10 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +21,7 @@ import pytest
 
 from orders_dev.standins import Behaviour, Gate, Ledger, Operation
 from tests.conftest import TokenFactory
-from tests.support import LATTE, fetch, standins_server, start_server, stop, wait_until_up
+from tests.support import LATTE, customer, fetch, orders_process, standins_server
 
 # Short leases so that a dead process's claims run out soon; calls end well inside them.
 RECOVERY = {
@@ -36,34 +33,6 @@ RECOVERY = {
 # The process that gets killed is killed as soon as a held call arrives, well inside its
 # deadline; its claims run out soon after.
 DOOMED = {**RECOVERY, "HTTP_CALL_DEADLINE": "1", "ACTION_LEASE_SECONDS": "4"}
-
-
-@contextmanager
-def orders_process(
-    tmp_path: Path,
-    database_url: str,
-    public_key: bytes,
-    standins: str,
-    name: str,
-    workers: int = 1,
-    **settings: str,
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    process, url, log = start_server(
-        tmp_path, database_url, public_key, standins, workers=workers, name=name, **settings
-    )
-    try:
-        wait_until_up(f"{url}/health/ready", process, log)
-        yield process, url
-    finally:
-        stop(process)
-
-
-@asynccontextmanager
-async def customer(url: str, token: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    ) as client:
-        yield client
 
 
 async def settled(database_url: str, seconds: float = 60) -> None:

@@ -4,10 +4,12 @@ several workers, restarts, lost answers, crashes in between, and expiry."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -19,9 +21,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orders.app import create_app
 from orders.web.idempotency import fingerprint
-from orders_dev.standins import Behaviour, Ledger
+from orders_dev.standins import Behaviour, Gate, Ledger
 from tests.conftest import TokenFactory, make_settings
-from tests.support import LATTE, asyncpg_dsn, client_for
+from tests.support import (
+    LATTE,
+    asyncpg_dsn,
+    client_for,
+    customer,
+    free_port,
+    orders_process,
+    orders_processes,
+    standins_server,
+)
 
 MOCHA = {"product": "mocha", "size": "small", "quantity": 1}
 Serving = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, ASGIApp]]]
@@ -361,3 +372,108 @@ async def test_expired_keys_are_new_keys_and_are_purged(
                 break
             await asyncio.sleep(0.1)
         assert await query(clean_database, "SELECT key FROM idempotency_keys") == []
+
+
+@pytest.mark.slow
+async def test_two_server_processes_and_a_restart_share_the_keys(
+    tmp_path: Path, clean_database: str, key_pair: tuple[bytes, bytes], token_for: TokenFactory
+) -> None:
+    token = token_for("alice")
+    body = {"order": [LATTE]}
+    headers = {"Idempotency-Key": "across-processes"}
+    # Creating an order calls no collaborator: nothing listens at their address.
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with orders_processes(tmp_path, clean_database, key_pair[1], nowhere, "one", "two") as [
+        (one, url_one),
+        (two, url_two),
+    ]:
+        async with customer(url_one, token) as first, customer(url_two, token) as second:
+            responses = await asyncio.gather(
+                *(
+                    client.post("/orders", json=body, headers=headers)
+                    for _ in range(10)
+                    for client in (first, second)
+                )
+            )
+        # One process is stopped as a deployment does, the other killed outright.
+        one.send_signal(signal.SIGTERM)
+        two.send_signal(signal.SIGKILL)
+        assert one.wait(timeout=15) == -signal.SIGTERM
+        assert two.wait(timeout=15) == -signal.SIGKILL
+
+    created = [r for r in responses if "idempotent-replayed" not in r.headers]
+    assert [r.status_code for r in created] == [201]
+    for response in responses:
+        if response is not created[0] and response.status_code != 409:
+            same_answer(created[0], response)
+    assert await count_orders(clean_database) == 1
+
+    with orders_process(tmp_path, clean_database, key_pair[1], nowhere, "restarted") as (_, url):
+        async with customer(url, token) as client:
+            again = await client.post("/orders", json=body, headers=headers)
+
+    same_answer(created[0], again)
+    assert await count_orders(clean_database) == 1
+
+
+async def retry_while_in_flight(
+    client: httpx.AsyncClient, path: str, headers: dict[str, str]
+) -> httpx.Response:
+    """POST `path` as a careful client does: again, after a pause, while it is 409 (the key
+    or the order still held by the request that went before)."""
+    for _ in range(40):
+        response = await client.post(path, headers=headers)
+        if response.status_code != 409:
+            return response
+        await asyncio.sleep(min(float(response.headers.get("retry-after", "1")), 0.25))
+    raise AssertionError(f"still 409 after 40 tries: {response.text}")
+
+
+@pytest.mark.slow
+async def test_a_pay_cut_off_by_a_killed_process_is_finished_by_its_retry_in_a_new_one(
+    tmp_path: Path, clean_database: str, key_pair: tuple[bytes, bytes], token_for: TokenFactory
+) -> None:
+    token = token_for("alice")
+    behaviour, ledger = Behaviour(), Ledger()
+    headers = {"Idempotency-Key": "pay-across-a-crash"}
+    # Short leases, so that the dead process's hold on the key and on the order runs out
+    # soon. The reconciler is off: the customer's retry alone completes the payment.
+    settings = {
+        "ACTION_LEASE_SECONDS": "2",
+        "HTTP_CALL_DEADLINE": "0.5",
+        "RECONCILE_ENABLED": "false",
+    }
+    async with standins_server(behaviour, ledger) as standins:
+        with orders_process(
+            tmp_path, clean_database, key_pair[1], standins, "doomed", **settings
+        ) as (doomed, url):
+            async with customer(url, token) as client:
+                order_id = (await client.post("/orders", json={"order": [LATTE]})).json()["id"]
+                # Payments charges, and the process dies before it hears so.
+                gate = behaviour.gate = Gate("charge", "after")
+                paying = asyncio.create_task(
+                    client.post(f"/orders/{order_id}/pay", headers=headers)
+                )
+                await gate.arrived.wait()
+                doomed.send_signal(signal.SIGKILL)
+                doomed.wait()
+                with pytest.raises(httpx.TransportError):
+                    await paying
+        behaviour.gate = None
+        gate.open.set()
+
+        with orders_process(
+            tmp_path, clean_database, key_pair[1], standins, "fresh", **settings
+        ) as (_, url):
+            async with customer(url, token) as client:
+                paid = await retry_while_in_flight(client, f"/orders/{order_id}/pay", headers)
+                again = await client.post(f"/orders/{order_id}/pay", headers=headers)
+
+    assert paid.status_code == 200, paid.text
+    assert paid.json()["status"] == "progress"
+    same_answer(paid, again)
+    # The retry asked payments again with the charge's own key; one payment came of both.
+    assert ledger.charges == [(order_id, "paid")] * 2
+    [payment] = ledger.payments.values()
+    [row] = await query(clean_database, "SELECT payment_id FROM orders")
+    assert str(row["payment_id"]) == payment["payment_id"]

@@ -21,7 +21,7 @@ from orders.app import create_app
 from orders.settings import Settings
 from orders.web.openapi import DOCS_ASSETS_PATH, DOCS_PATH, OPENAPI_PATH
 
-# DESIGN §2: what each route can answer.
+# What each route can answer (docs/api.md, "Errors").
 EXPECTED_STATUSES = {
     ("/orders", "get"): {200, 401, 422, 503},
     ("/orders", "post"): {201, 400, 401, 409, 413, 415, 422, 503},

@@ -1,5 +1,6 @@
 """Pages of `GET /orders` through HTTP: bounds, the `next` link, cursors that survive new
-orders and refuse tampering, and the largest answer a list can give."""
+orders and refuse tampering, and the largest answer a list can give, in bytes and in the
+server's memory."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import asyncio
 import base64
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -20,7 +23,16 @@ from sqlalchemy.engine import make_url
 from orders.app import create_app
 from orders.settings import Settings
 from tests.conftest import TokenFactory, make_settings
-from tests.support import LATTE, asyncpg_dsn, client_for, place, set_status
+from tests.support import (
+    LATTE,
+    asyncpg_dsn,
+    client_for,
+    customer,
+    free_port,
+    orders_process,
+    place,
+    set_status,
+)
 
 Serving = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 NEXT = re.compile(r'^<([^>]+)>; rel="next"$')
@@ -232,3 +244,97 @@ def test_the_default_bound() -> None:
     )
     # What the README promises for the default settings.
     assert bound < 6_600_000
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """The resident set of a process now (VmRSS) and at its highest so far (VmHWM), MiB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM")}
+
+
+@pytest.mark.slow
+async def test_memory_stays_flat_while_the_largest_pages_are_served(
+    tmp_path: Path, clean_database: str, key_pair: tuple[bytes, bytes], token_for: TokenFactory
+) -> None:
+    """The largest pages the default settings allow, served again and again, some at once:
+    the server's memory rises by what the requests in flight hold, then stays level, and
+    the event loop still answers its health check."""
+    defaults = Settings.model_fields
+    size, items = defaults["page_size_max"].default, defaults["max_items_per_order"].default
+    bound = largest_answer(size, items)
+    # Requests in flight at once; rounds (each of them asks for three pages in a round).
+    at_once, warm_up, measured = 4, 3, 3
+    # Listing calls no collaborator: nothing listens at their address.
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with orders_process(
+        tmp_path, clean_database, key_pair[1], nowhere, "lists", LOG_LEVEL="WARNING"
+    ) as (process, url):
+        async with customer(url, token_for("alice")) as client:
+            largest = json.dumps({"order": [WORST_ITEM] * items}, separators=(",", ":"))
+            placing = asyncio.Semaphore(at_once)
+
+            async def place_largest() -> None:
+                async with placing:
+                    response = await client.post(
+                        "/orders", content=largest, headers={"Content-Type": "application/json"}
+                    )
+                    assert response.status_code == 201, response.text
+
+            # One more than a page, so that every page is full and has a next link.
+            await asyncio.gather(*(place_largest() for _ in range(size + 1)))
+            before = memory_mib(process.pid)
+
+            first = await client.get("/orders", params={"limit": size})
+            assert len(first.json()["orders"]) == size
+            assert next_page(first) is not None
+            # The worst case the settings allow, and within its bound.
+            assert 0.95 * bound < len(first.content) <= bound
+
+            async def pages(count: int) -> None:
+                for _ in range(count):
+                    page = await client.get("/orders", params={"limit": size})
+                    assert page.status_code == 200
+                    assert len(page.content) == len(first.content)
+
+            probes: list[float] = []
+            serving = True
+
+            async def probe() -> None:
+                async with httpx.AsyncClient(base_url=url, timeout=30) as health:
+                    while serving:
+                        started = time.monotonic()
+                        assert (await health.get("/health/live")).status_code == 200
+                        probes.append(time.monotonic() - started)
+                        await asyncio.sleep(0.05)
+
+            probing = asyncio.create_task(probe())
+            try:
+                for _ in range(warm_up):
+                    await asyncio.gather(*(pages(3) for _ in range(at_once)))
+                warm = memory_mib(process.pid)
+                for _ in range(measured):
+                    await asyncio.gather(*(pages(3) for _ in range(at_once)))
+                after = memory_mib(process.pid)
+            finally:
+                serving = False
+                await probing
+
+    answer_mib = bound / 2**20
+    print(
+        f"\nlargest list answer: {len(first.content)} bytes (bound {bound});"
+        f" {(warm_up + measured) * 3 * at_once} served, {at_once} at once;"
+        f" RSS {before['VmRSS']:.0f} MiB before, {warm['VmHWM']:.0f} peak after warm-up,"
+        f" {after['VmHWM']:.0f} peak at the end, {after['VmRSS']:.0f} at the end;"
+        f" /health/live slowest {max(probes) * 1000:.0f} ms of {len(probes)}"
+    )
+    # Each request in flight holds its answer a few times over (rows, objects, JSON, bytes
+    # being sent), and no more.
+    assert after["VmHWM"] - before["VmRSS"] < at_once * 4 * answer_mib
+    # Level: after the warm-up, as many pages again raise the peak by less than one more
+    # answer per request in flight (a leak of an eighth of an answer per page would not).
+    assert after["VmHWM"] - warm["VmHWM"] < at_once * answer_mib
+    # The event loop keeps answering: a probe waits behind a few answers at most (a few
+    # hundred milliseconds on an idle machine; the bound leaves room for a busy one).
+    assert max(probes) < 3.0

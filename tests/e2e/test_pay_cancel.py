@@ -56,10 +56,6 @@ async def row(database_url: str, order_id: str) -> dict[str, Any]:
     return dict(found)
 
 
-def paid_charges(ledger: Ledger, order_id: str) -> int:
-    return sum(1 for charged, status in ledger.charges if charged == order_id and status == "paid")
-
-
 async def test_pay_charges_then_schedules(
     client: httpx.AsyncClient, ledger: Ledger, clean_database: str
 ) -> None:

@@ -27,12 +27,11 @@ from orders.entrypoint import (
     StartupError,
     database_location,
     database_probe,
-    flag,
     is_server,
     server_command,
     wait_for_database,
 )
-from orders.settings import DatabaseSettings
+from orders.settings import ConfigurationError, DatabaseSettings, ServerLimits, StartupSettings
 
 SERVICE_ENV = {
     "DATABASE_URL": "postgresql://orders:s3cret@db.internal:6543/orders",
@@ -121,6 +120,10 @@ def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     return recorder
 
 
+def server_command_from_environment(extra: list[str]) -> list[str]:
+    return server_command(extra, StartupSettings.load(), ServerLimits.load())
+
+
 # --- which command runs -----------------------------------------------------------------
 
 
@@ -140,7 +143,7 @@ def test_only_no_arguments_or_options_mean_the_server(argv: list[str], server: b
 
 
 def test_the_server_command_serves_the_factory_without_access_log() -> None:
-    command = server_command([], {})
+    command = server_command_from_environment([])
 
     assert command[:3] == ["uvicorn", "--factory", "orders.app:create_app"]
     assert "--no-access-log" in command
@@ -149,7 +152,7 @@ def test_the_server_command_serves_the_factory_without_access_log() -> None:
 
 
 def test_the_server_runs_with_the_http_limits() -> None:
-    command = server_command([], {})
+    command = server_command_from_environment([])
 
     def option(name: str) -> str:
         return command[command.index(name) + 1]
@@ -163,41 +166,55 @@ def test_the_http_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("HTTP_KEEP_ALIVE_SECONDS", "2")
     monkeypatch.setenv("HTTP_LIMIT_CONCURRENCY", "50")
 
-    command = server_command([], {})
+    command = server_command_from_environment([])
 
     assert command[command.index("--timeout-keep-alive") + 1] == "2"
     assert command[command.index("--limit-concurrency") + 1] == "50"
 
 
 def test_extra_options_come_last_so_they_win() -> None:
-    command = server_command(["--workers", "3", "--access-log"], {})
+    command = server_command_from_environment(["--workers", "3", "--access-log"])
 
     assert command[-3:] == ["--workers", "3", "--access-log"]
 
 
-def test_the_graceful_shutdown_timeout_comes_from_the_environment() -> None:
-    command = server_command([], {"UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": "7"})
+def test_the_graceful_shutdown_timeout_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", "7")
+
+    command = server_command_from_environment([])
 
     assert command[command.index("--timeout-graceful-shutdown") + 1] == "7"
 
 
 @pytest.mark.parametrize("value", ["soon", "-1", "2.5"])
-def test_a_bad_graceful_shutdown_timeout_is_refused(value: str) -> None:
-    with pytest.raises(StartupError, match="UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"):
-        server_command([], {"UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN": value})
+def test_a_bad_graceful_shutdown_timeout_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN", value)
+
+    with pytest.raises(ConfigurationError, match="UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN"):
+        StartupSettings.load()
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("", True), ("true", True), ("1", True), ("YES", True), ("false", False), (" off ", False)],
+    [("", True), ("true", True), ("1", True), ("YES", True), ("false", False), ("off", False)],
 )
-def test_migrate_on_start_reads_yes_and_no(value: str, expected: bool) -> None:
-    assert flag({"MIGRATE_ON_START": value}, "MIGRATE_ON_START", default=True) is expected
+def test_migrate_on_start_reads_yes_and_no(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("MIGRATE_ON_START", value)
+
+    assert StartupSettings.load().migrate_on_start is expected
 
 
-def test_migrate_on_start_refuses_anything_else() -> None:
-    with pytest.raises(StartupError, match="MIGRATE_ON_START must be true or false"):
-        flag({"MIGRATE_ON_START": "sometimes"}, "MIGRATE_ON_START", default=True)
+def test_migrate_on_start_refuses_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MIGRATE_ON_START", "sometimes")
+
+    with pytest.raises(ConfigurationError, match="MIGRATE_ON_START: Input should be a valid"):
+        StartupSettings.load()
 
 
 # --- main: what happens before the exec -----------------------------------------------------
@@ -222,7 +239,7 @@ def test_the_server_starts_after_waiting_and_migrating(recorder: Recorder) -> No
     assert recorder.events == ["probe", "migrate"]
     assert recorder.config_files == [Path("pyproject.toml")]
     assert execed.value.file == "uvicorn"
-    assert execed.value.argv == server_command([], {})
+    assert execed.value.argv == server_command_from_environment([])
 
 
 @pytest.mark.usefixtures("execs", "service_env")
@@ -282,7 +299,8 @@ def test_a_bad_switch_stops_start_up_with_one_line(
 
     assert recorder.events == []
     err = capsys.readouterr().err
-    assert err == "orders: MIGRATE_ON_START must be true or false, not 'maybe'\n"
+    assert err.startswith("orders: invalid configuration: MIGRATE_ON_START: ")
+    assert err.count("\n") == 1
 
 
 @pytest.mark.usefixtures("service_env")

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from starlette.routing import Route
 
-from orders.settings import Settings
+from orders.settings import ServerLimits, Settings, StartupSettings
 from orders.web.routes import routes
 from tests.conftest import ROOT
 
@@ -31,14 +31,8 @@ OVERLAYS = sorted(path.name for path in (KUBERNETES / "overlays").iterdir() if p
 # Created by the operator (README, "Running on Kubernetes"), never written in the repo.
 OPERATOR_SECRETS = {"orders-database", "orders-postgres"}
 OPERATOR_CONFIG_MAPS = {"orders-jwt"}
-# Read by the container's entrypoint and uvicorn rather than by Settings.
-ENTRYPOINT_VARIABLES = {
-    "MIGRATE_ON_START",
-    "DB_WAIT_SECONDS",
-    "UVICORN_TIMEOUT_GRACEFUL_SHUTDOWN",
-    "WEB_CONCURRENCY",
-    "ALEMBIC_CONFIG",
-}
+# Read by uvicorn itself.
+UVICORN_VARIABLES = {"WEB_CONCURRENCY"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|PRIVATE|DATABASE_URL|CREDENTIAL", re.IGNORECASE)
 CREDENTIALS_IN_URL = re.compile(r"://[^/@\s]+:[^/@\s]+@")
 ECR_IMAGE = re.compile(r"^\d{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com/(?P<repository>[^:@]+)")
@@ -263,7 +257,11 @@ def test_no_secret_values_are_written_down(manifests: tuple[Manifest, ...]) -> N
 
 
 def test_config_names_are_settings_the_service_reads(manifests: tuple[Manifest, ...]) -> None:
-    known = {name.upper() for name in Settings.model_fields} | ENTRYPOINT_VARIABLES
+    known = {
+        name.upper()
+        for settings in (Settings, StartupSettings, ServerLimits)
+        for name in settings.model_fields
+    } | UVICORN_VARIABLES
     config_maps = {m["metadata"]["name"]: m for m in manifests if m["kind"] == "ConfigMap"}
     api = one(manifests, "Deployment", "orders")["spec"]["template"]["spec"]
     for container in api["containers"]:

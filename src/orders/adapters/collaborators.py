@@ -1,4 +1,4 @@
-"""HTTP clients for the payments and kitchen services (DESIGN §3).
+"""HTTP clients for the payments and kitchen services (docs/collaborators.md).
 
 Both share the process's one `httpx.AsyncClient`, made in the app's lifespan with explicit
 timeouts, and every call has an overall deadline besides (a server that trickles its answer

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any, Final, cast
 from uuid import uuid4
 
@@ -73,12 +74,23 @@ def _refuse_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise DisconnectionError("the server closed this connection")
 
 
+class Outage(Enum):
+    """Why the database cannot serve this process now."""
+
+    #: It may serve a moment later: unreachable, overloaded, restarting, failing over, slow.
+    PASSING = "passing"
+    #: It refuses this process until someone changes the configuration: waiting cannot help.
+    REFUSED = "refused"
+
+
 # SQLSTATE classes that mean "the server cannot be used now", whatever the request:
-# 08 connection exception, 28 credentials refused, 3D no such database, 53 insufficient
-# resources (too many connections, disk full), 57 operator intervention (shutting down,
-# starting up, terminated). 25006 is a write that reached a read-only server: a failover.
-_UNAVAILABLE_CLASSES: Final = frozenset({"08", "28", "3D", "53", "57"})
-_UNAVAILABLE_STATES: Final = frozenset({"25006"})
+# 08 connection exception, 53 insufficient resources (too many connections, disk full),
+# 57 operator intervention (shutting down, starting up, terminated). 25006 is a write that
+# reached a read-only server: a failover.
+_PASSING_CLASSES: Final = frozenset({"08", "53", "57"})
+_PASSING_STATES: Final = frozenset({"25006"})
+# 28 credentials refused, 3D no such database.
+_REFUSED_CLASSES: Final = frozenset({"28", "3D"})
 
 
 def _sqlstate(error: BaseException) -> str | None:
@@ -90,20 +102,30 @@ def _sqlstate(error: BaseException) -> str | None:
     return None
 
 
-def is_unavailable(error: BaseException) -> bool:
+def outage(error: BaseException) -> Outage | None:
     """Whether `error` means the database could not be reached, refused to serve, or did not
-    answer in time.
+    answer in time, and whether waiting can help; None when it is about the request (a bug,
+    a constraint, a statement that failed), which no outage explains.
 
-    Such errors become 503 for the client; anything else is a bug and stays a 500.
+    This is the one classification of database errors: outages become 503 for clients, and
+    the container entrypoint waits out a passing one but stops at a refusal.
     """
-    if isinstance(error, DBAPIError) and error.connection_invalidated:
-        return True
     state = _sqlstate(error)
-    if state is not None and (state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES):
-        return True
-    return isinstance(
-        error, OperationalError | InterfaceError | PoolTimeout | OSError | TimeoutError
-    )
+    if state is not None:
+        if state[:2] in _REFUSED_CLASSES:
+            return Outage.REFUSED
+        if state[:2] in _PASSING_CLASSES or state in _PASSING_STATES:
+            return Outage.PASSING
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return Outage.PASSING
+    if isinstance(error, OperationalError | InterfaceError | PoolTimeout | OSError | TimeoutError):
+        return Outage.PASSING
+    return None
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` is an outage of the database (see `outage`): a 503, never a 500."""
+    return outage(error) is not None
 
 
 async def ping(engine: AsyncEngine, within: float) -> None:

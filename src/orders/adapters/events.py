@@ -1,5 +1,6 @@
-"""Order events over RabbitMQ (DESIGN §3.1), with aio-pika: the outbox relay publishes what
-happened to orders; the status consumer applies kitchen's and delivery's news.
+"""Order events over RabbitMQ, with aio-pika: the outbox relay publishes what happened to
+orders; the status consumer applies kitchen's and delivery's news. The messages are those of
+asyncapi.yaml; why an outbox: docs/adr/0005-transactional-outbox.md.
 
 Both run as background tasks for as long as the process (see `EventWorkers`), each on a
 connection of its own. Neither ever stops the process: when the broker or the database is
@@ -71,8 +72,6 @@ class EventCounts:
     duplicates: int = 0
     retried: int = 0
     dead_lettered: int = 0
-    relay_failures: int = 0
-    consumer_failures: int = 0
 
 
 def backoff(failures: int, ceiling: float) -> float:
@@ -101,9 +100,6 @@ class _Worker(BackgroundLoop):
     async def _session(self) -> None:
         raise NotImplementedError
 
-    def _failed(self) -> None:
-        raise NotImplementedError
-
     async def _run(self) -> None:
         failures = 0
         while not self._stopping.is_set():
@@ -111,7 +107,6 @@ class _Worker(BackgroundLoop):
                 await self._session()
                 failures = 0
             except Exception as error:
-                self._failed()
                 delay = backoff(failures, self._retry_max)
                 failures += 1
                 logger.warning(
@@ -159,9 +154,6 @@ class OutboxRelay(_Worker):
         self._idle = idle_seconds
         self._keep = keep
         self._last_purge = 0.0
-
-    def _failed(self) -> None:
-        self._counts.relay_failures += 1
 
     async def _session(self) -> None:
         async with await _connect(self._url) as connection:
@@ -301,9 +293,6 @@ class StatusConsumer(_Worker):
         self._queue = queue
         self._prefetch = prefetch
         self._max_attempts = max_attempts
-
-    def _failed(self) -> None:
-        self._counts.consumer_failures += 1
 
     async def _session(self) -> None:
         async with await _connect(self._url) as connection:

@@ -151,7 +151,7 @@ class OutboxRecord(Base):
 
 class IdempotencyKeyRecord(Base):
     """A caller's idempotency key: while its request runs, who holds it and until when;
-    then the answer to replay (DESIGN §2.1). Gone once expired."""
+    then the answer to replay (docs/adr/0006-idempotency-key-store.md). Gone once expired."""
 
     __tablename__ = "idempotency_keys"
 
@@ -192,5 +192,4 @@ class InboxRecord(Base):
 
 orders_table = cast(Table, OrderRecord.__table__)
 order_items_table = cast(Table, OrderItemRecord.__table__)
-outbox_table = cast(Table, OutboxRecord.__table__)
 inbox_table = cast(Table, InboxRecord.__table__)

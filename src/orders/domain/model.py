@@ -61,7 +61,7 @@ class Action(StrEnum):
     DELIVER = "deliver"
 
 
-# The whole state machine (DESIGN §2): anything not listed is refused.
+# The whole state machine (docs/api.md, "Order lifecycle"): anything not listed is refused.
 ALLOWED_FROM: Final[dict[Action, frozenset[OrderStatus]]] = {
     Action.UPDATE: frozenset({OrderStatus.CREATED}),
     Action.DELETE: frozenset({OrderStatus.CREATED, OrderStatus.CANCELLED}),

@@ -7,7 +7,8 @@ reads the rest itself: `OTEL_SERVICE_NAME` (default here: `orders`), `OTEL_RESOU
 `OTEL_TRACES_SAMPLER[_ARG]`, `OTEL_PROPAGATORS`, `OTEL_BSP_*`, `OTEL_EXPORTER_OTLP_*`
 (headers, timeout, certificates). OTLP goes over HTTP/protobuf.
 
-When off, nothing is installed: no middleware, no wrapped driver or client, no thread.
+When off, nothing is installed: no middleware, no wrapped driver or client, no thread, and
+the OpenTelemetry SDK is not even imported (`orders.observability.otel` holds what needs it).
 When on, the service traces incoming requests (one server span each), every statement sent
 to PostgreSQL (asyncpg's calls, whether SQLAlchemy or the service made them) and every call
 to payments and kitchen, passing `traceparent` on.
@@ -16,19 +17,11 @@ to payments and kitchen, passing `traceparent` on.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from importlib import metadata
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import httpx
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.trace import Tracer
+if TYPE_CHECKING:
+    from orders.observability.otel import Tracing
 
-DEFAULT_SERVICE_NAME: Final = "orders"
 _EXPORTERS: Final = frozenset({"otlp", "console"})
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 
@@ -69,51 +62,16 @@ def _check_protocol(environ: Mapping[str, str]) -> None:
             return
 
 
-def _resource() -> Resource:
-    try:
-        version = metadata.version("orders")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; given attributes
-    # would override them, so the default name is only filled in where they set none.
-    resource = Resource.create({SERVICE_VERSION: version})
-    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
-    return resource
+def tracing_from_environment(environ: Mapping[str, str]) -> Tracing | None:
+    """Tracing as the OTEL_* variables in `environ` describe it; None when off.
 
-
-class Tracing:
-    """The tracer provider of one app: `start()` in the lifespan, `stop()` at its end."""
-
-    def __init__(self, exporter: SpanExporter) -> None:
-        self._exporter = exporter
-        self.provider = TracerProvider(resource=_resource())
-        self.tracer: Tracer = self.provider.get_tracer("orders")
-        self._asyncpg = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str]) -> Tracing | None:
-        """Tracing as the OTEL_* variables in `environ` describe it; None when off.
-
-        Raises TracingConfigurationError for an exporter or protocol it does not support.
-        """
-        name = _exporter_name(environ)
-        if name is None:
-            return None
-        if name == "console":
-            return cls(ConsoleSpanExporter())
+    Raises TracingConfigurationError for an exporter or protocol it does not support.
+    """
+    name = _exporter_name(environ)
+    if name is None:
+        return None
+    if name != "console":
         _check_protocol(environ)
-        return cls(OTLPSpanExporter())
+    from orders.observability.otel import Tracing
 
-    def start(self, client: httpx.AsyncClient) -> None:
-        """Export spans from now on; trace the SQL statements and `client`'s calls."""
-        self.provider.add_span_processor(BatchSpanProcessor(self._exporter))
-        # asyncpg is patched for the whole process; one app per process serves, and stop()
-        # restores it.
-        self._asyncpg.instrument(tracer_provider=self.provider)
-        HTTPXClientInstrumentor.instrument_client(client, tracer_provider=self.provider)
-
-    def stop(self) -> None:
-        """Stop tracing SQL and send the spans still waiting (the client is closed apart)."""
-        self._asyncpg.uninstrument()
-        self.provider.shutdown()
+    return Tracing.with_exporter(name)

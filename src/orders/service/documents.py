@@ -26,7 +26,7 @@ def order_document(order: OrderView) -> dict[str, Any]:
 
 
 def event_document(event: OrderEvent) -> dict[str, Any]:
-    """The body of an event message (DESIGN §3.1)."""
+    """The body of an event message (asyncapi.yaml)."""
     return {
         "id": str(event.id),
         "type": event.type.value,

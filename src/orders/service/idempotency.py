@@ -1,4 +1,5 @@
-"""Idempotency keys (DESIGN §2.1): a repeated request answers what the first one answered.
+"""Idempotency keys: a repeated request answers what the first one answered (docs/api.md;
+the store: docs/adr/0006-idempotency-key-store.md).
 
 A key belongs to one caller and one request (its fingerprint). Placing an order stores the
 key with the order, in the same transaction (`OrderService.place_order`): an acknowledged

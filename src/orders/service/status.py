@@ -1,4 +1,4 @@
-"""News from kitchen and delivery: an order left the kitchen, an order arrived (DESIGN §3.1).
+"""News from kitchen and delivery: an order left the kitchen, an order arrived (asyncapi.yaml).
 
 `read_news` turns a message from the broker into `StatusNews` or refuses it as malformed;
 `StatusService.apply` moves the order, once per message id: the id goes into the inbox in

@@ -1,4 +1,4 @@
-"""Bearer authentication as a Starlette AuthenticationBackend (DESIGN §4).
+"""Bearer authentication as a Starlette AuthenticationBackend (docs/api.md, "Who sees what").
 
 The backend is mounted only around the order routes, so health and docs stay open without a
 path allow-list, and every order route is closed without a per-endpoint check.

@@ -18,7 +18,7 @@ from orders.service.idempotency import Idempotent
 from orders.service.orders import OrderService
 from orders.service.ports import StoredAnswer
 from orders.web.auth import caller
-from orders.web.errors import RequestInvalid, error_response
+from orders.web.errors import RETRY_AFTER_SECONDS, RequestInvalid, error_response
 from orders.web.idempotency import request_key
 from orders.web.pages import CursorInvalid, Pages, next_link
 from orders.web.schemas import CreateOrder, render_order, render_orders
@@ -219,8 +219,10 @@ async def ready(request: Request) -> Response:
         logger.warning(
             "not ready: the database did not answer (%s: %s)", type(error).__name__, error
         )
-        return error_response(503, "Database unavailable", {"Retry-After": "5"})
+        return error_response(503, "Database unavailable", {"Retry-After": RETRY_AFTER_SECONDS})
     if lag is not None:
         logger.warning("not ready: %s", lag)
-        return error_response(503, "Database schema not up to date", {"Retry-After": "5"})
+        return error_response(
+            503, "Database schema not up to date", {"Retry-After": RETRY_AFTER_SECONDS}
+        )
     return JSONResponse({"status": "ok"})

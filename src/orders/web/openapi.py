@@ -73,7 +73,7 @@ def _responses(
     return responses
 
 
-# Headers of DESIGN §2.1.
+# Headers of pages, idempotency keys and versions (docs/api.md).
 _ETAG: Final = {
     "ETag": {
         "schema": {"type": "string"},

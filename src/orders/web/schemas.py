@@ -15,7 +15,7 @@ from orders.domain import OrderItem, OrderStatus, OrderView, Size
 from orders.domain.model import MAX_QUANTITY
 from orders.service.documents import order_document
 
-# The longest product name: it bounds an item, hence an order and a page (DESIGN §2).
+# The longest product name: it bounds an item, hence an order and a page (docs/api.md).
 MAX_PRODUCT_LENGTH: Final = 100
 # Cursors are 54 characters; anything much longer is not one.
 MAX_CURSOR_LENGTH: Final = 128

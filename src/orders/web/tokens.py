@@ -1,4 +1,4 @@
-"""Bearer token verification with python-jose (DESIGN §4).
+"""Bearer token verification with python-jose (docs/adr/0003-token-verification.md).
 
 The token's header never picks the algorithm on its own: it must be one of the configured
 asymmetric algorithms, and the key it is checked with is built for exactly that algorithm
