@@ -374,7 +374,7 @@ def _cell(
 
 def _users(database_url: str, args: argparse.Namespace) -> tuple[str, list[Any]]:
     """Seed the database; return the public key and (owner, token, order ids) per user."""
-    from orders.devtoken import generate_key_pair, mint
+    from orders_dev.devtoken import generate_key_pair, mint
 
     owners = [f"user-{n:03d}" for n in range(args.users)]
     ids = scratchdb.seed(database_url, owners, args.orders_per_user, args.seed)

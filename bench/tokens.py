@@ -9,8 +9,8 @@ import argparse
 import asyncio
 import time
 
-from orders.devtoken import generate_key_pair, mint
 from orders.web.tokens import StaticKeys, TokenVerifier
+from orders_dev.devtoken import generate_key_pair, mint
 
 
 async def measure(rounds: int, algorithm: str, cache_size: int) -> float:

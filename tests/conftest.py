@@ -27,9 +27,9 @@ from starlette.applications import Starlette
 
 from orders.adapters.database import make_engine
 from orders.app import create_app
-from orders.devtoken import generate_key_pair, mint
 from orders.settings import DatabaseSettings, Settings
-from orders.standins import Behaviour, Ledger, create_standins
+from orders_dev.devtoken import generate_key_pair, mint
+from orders_dev.standins import Behaviour, Ledger, create_standins
 from tests.support import AUDIENCE, ISSUER, ROOT, EmbeddedPostgres, asyncpg_dsn, client_for
 
 PAYMENTS_URL = "http://payments.test"

@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.types import ASGIApp
 
-from orders.standins import Behaviour, Ledger, create_standins
+from orders_dev.standins import Behaviour, Ledger, create_standins
 
 ROOT = Path(__file__).resolve().parent.parent
 AUDIENCE = "orders-test"

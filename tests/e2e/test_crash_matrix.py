@@ -19,7 +19,7 @@ from typing import Literal
 import httpx
 import pytest
 
-from orders.standins import Behaviour, Gate, Ledger, Operation
+from orders_dev.standins import Behaviour, Gate, Ledger, Operation
 from tests.conftest import TokenFactory
 from tests.support import LATTE, customer, fetch, orders_process, standins_server
 

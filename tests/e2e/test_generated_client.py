@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from orders.standins import Behaviour, Ledger
 from orders.web.openapi import OPENAPI_PATH
+from orders_dev.standins import Behaviour, Ledger
 from tests.conftest import TokenFactory
 from tests.support import ROOT, standins_server, start_server, stop, wait_until_up
 

@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orders.app import create_app
-from orders.standins import Behaviour, Gate, Ledger
 from orders.web.idempotency import fingerprint
+from orders_dev.standins import Behaviour, Gate, Ledger
 from tests.conftest import TokenFactory, make_settings
 from tests.support import (
     LATTE,

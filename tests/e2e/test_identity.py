@@ -19,8 +19,8 @@ from jose import jwk, jwt
 from starlette.applications import Starlette
 
 from orders.app import create_app
-from orders.devtoken import generate_key_pair, mint
 from orders.settings import Settings
+from orders_dev.devtoken import generate_key_pair, mint
 from tests.conftest import AUDIENCE, ISSUER, TokenFactory
 from tests.support import client_for
 from tests.support import place as place_order

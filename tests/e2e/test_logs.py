@@ -18,8 +18,8 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from orders.app import create_app
-from orders.devtoken import mint
 from orders.settings import Settings
+from orders_dev.devtoken import mint
 from tests.conftest import ISSUER, TokenFactory
 
 LATTE = {"product": "latte", "size": "big", "quantity": 1}

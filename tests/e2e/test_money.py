@@ -20,7 +20,7 @@ from asgi_lifespan import LifespanManager
 
 from orders.app import create_app
 from orders.settings import Settings
-from orders.standins import Behaviour, Gate, Ledger, create_standins
+from orders_dev.standins import Behaviour, Gate, Ledger, create_standins
 from tests.conftest import TokenFactory
 from tests.support import LATTE, client_for, fetch, place, standins_server
 

@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 
 from orders.app import create_app
 from orders.settings import Settings
-from orders.standins import Behaviour, Ledger, create_standins
+from orders_dev.standins import Behaviour, Ledger, create_standins
 from tests.conftest import TokenFactory
 from tests.support import asyncpg_dsn, client_for, free_port, set_status, standins_server
 from tests.support import place as place_order

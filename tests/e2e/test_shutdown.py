@@ -37,7 +37,7 @@ def standins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("standins") / "standins.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "orders.standins", "--port", str(port)],
+            [sys.executable, "-m", "orders_dev.standins", "--port", str(port)],
             cwd=ROOT,
             env={**os.environ, "STANDIN_DELAY_SECONDS": str(STANDIN_DELAY)},
             stdout=output,

@@ -29,7 +29,7 @@ from orders.adapters.unit_of_work import SqlUnitOfWork
 from orders.app import create_app
 from orders.service.status import StatusService
 from orders.settings import DatabaseSettings
-from orders.standins import Courier, create_standins
+from orders_dev.standins import Courier, create_standins
 from tests.broker import Listener, VirtualHost, check_event, listen
 from tests.conftest import TokenFactory, make_settings
 from tests.support import asyncpg_dsn, client_for, place

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from orders.standins import Ledger
+from orders_dev.standins import Ledger
 from tests.e2e.test_orders_api import snapshot
 from tests.support import LATTE, place
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orders.devtoken import main
 from orders.settings import DatabaseSettings
+from orders_dev.devtoken import main
 
 
 def test_secrets_are_made_once_and_kept(tmp_path: Path) -> None:

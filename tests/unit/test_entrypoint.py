@@ -134,7 +134,7 @@ def server_command_from_environment(extra: list[str]) -> list[str]:
         (["--workers", "2"], True),
         (["--log-level=debug"], True),
         (["alembic", "current"], False),
-        (["python", "-m", "orders.standins"], False),
+        (["python", "-m", "orders_dev.standins"], False),
         (["sh", "-c", "--not-an-option"], False),
     ],
 )

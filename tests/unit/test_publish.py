@@ -1,4 +1,5 @@
-"""scripts/publish, run against stand-in git, docker, podman, skopeo and aws executables.
+"""scripts/publish (the `publisher` package beside it), run against stand-in git, docker,
+podman, skopeo and aws executables.
 
 Each stand-in is a small bash script written into ``tmp_path/bin`` (the only directory on
 PATH) that records its arguments, environment and (for ``--password-stdin``) its stdin, and
@@ -9,8 +10,6 @@ network peer is a loopback HTTP server answering the registry's ``GET /v2/``.
 from __future__ import annotations
 
 import http.server
-import importlib.machinery
-import importlib.util
 import json
 import shlex
 import socket
@@ -21,10 +20,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+
+from publisher.programs import Result
+from publisher.registry import classify
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "publish"
 
@@ -336,6 +337,7 @@ def test_builds_tags_labels_and_pushes_with_podman(world: World, registry: str) 
         ["info"],
         [
             "build", "--format", "docker", "--file", str(world.project / "Containerfile"),
+            "--target", "production",
             *label_args,
             "--tag", f"{name}:{COMMIT_TAG}", "--tag", f"{name}:{VERSION}",
             str(world.project),
@@ -374,7 +376,9 @@ def test_docker_looks_up_tags_with_manifest_inspect_and_reads_the_digest_from_pu
     argvs = world.argvs("docker")
     assert argvs[0] == ["info"]
     assert argvs[1] == ["manifest", "inspect", "--insecure", f"{name}:{VERSION}"]
-    assert argvs[2][:3] == ["build", "--file", str(world.project / "Containerfile")]
+    assert argvs[2][:5] == [
+        "build", "--file", str(world.project / "Containerfile"), "--target", "production"
+    ]  # fmt: skip
     assert "--format" not in argvs[2]
     assert tags_of(argvs[2]) == [f"{name}:{COMMIT_TAG}", f"{name}:{VERSION}"]
     assert argvs[3:] == [["push", f"{name}:{COMMIT_TAG}"], ["push", f"{name}:{VERSION}"]]
@@ -579,6 +583,7 @@ def test_an_image_already_built_is_relabelled_not_rebuilt(world: World, registry
     assert world.calls("skopeo")  # looked up after the local image was found
     build = argvs[2]
     assert build[:5] == ["build", "--format", "docker", "--file", "<tmp>"]
+    assert "--target" not in build  # FROM the image: one stage, nothing to choose
     assert build[-1] == "<tmp>"
     assert tags_of(build) == [f"{registry}/orders:{COMMIT_TAG}", f"{registry}/orders:{VERSION}"]
     assert labels_of(build)["org.opencontainers.image.version"] == VERSION
@@ -822,21 +827,6 @@ def test_ecr_with_docker(world: World) -> None:
 # ------------------------------------------------------------------------ error sorting
 
 
-@pytest.fixture(scope="module")
-def publish() -> Iterator[ModuleType]:
-    """The script as a module (its dataclasses need it in sys.modules while it loads)."""
-    loader = importlib.machinery.SourceFileLoader("publish_script", str(SCRIPT))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[loader.name] = module
-    try:
-        loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[loader.name]
-
-
 @pytest.mark.parametrize(
     ("stderr", "kind"),
     [
@@ -855,16 +845,7 @@ def publish() -> Iterator[ModuleType]:
         ("something else entirely", "other"),
     ],
 )
-def test_registry_answers_are_sorted(publish: ModuleType, stderr: str, kind: str) -> None:
-    result = publish.Result(("skopeo",), 1, "", stderr)
+def test_registry_answers_are_sorted(stderr: str, kind: str) -> None:
+    result = Result(("skopeo",), 1, "", stderr)
 
-    assert publish.classify(result) == kind
-
-
-def test_the_script_is_executable_and_documents_its_exit_codes() -> None:
-    assert SCRIPT.stat().st_mode & 0o111
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, check=True
-    )
-    assert "3 version already published" in done.stdout
-    assert done.stdout.startswith("usage: publish")
+    assert classify(result) == kind

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from orders.app import create_app
-from orders.devtoken import generate_key_pair
 from orders.settings import ConfigurationError, DatabaseSettings, ServerLimits, Settings
+from orders_dev.devtoken import generate_key_pair
 
 PUBLIC = generate_key_pair()[1].decode()
 REQUIRED = {
@@ -247,8 +247,8 @@ def test_importing_the_package_does_no_work() -> None:
         "orders.adapters.repository",
         "orders.adapters.unit_of_work",
         "orders.service.orders",
-        "orders.devtoken",
-        "orders.standins",
+        "orders_dev.devtoken",
+        "orders_dev.standins",
     ]
     env = {"PATH": os.environ.get("PATH", ""), "SECRETS_DIR": "/nonexistent"}
 

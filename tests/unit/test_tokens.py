@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from jose import jwk, jwt
 
-from orders.devtoken import generate_key_pair
 from orders.settings import ConfigurationError
 from orders.web.tokens import InvalidToken, JwksKeys, KeysUnavailable, StaticKeys, TokenVerifier
+from orders_dev.devtoken import generate_key_pair
 
 AUD = "orders"
 ISS = "https://issuer.test"

@@ -1,7 +1,7 @@
 """Stand-ins for the payments and kitchen services (docs/collaborators.md), for the compose stack,
 local demos and tests. Not part of the orders service itself.
 
-    python -m orders.standins --port 8001
+    python -m orders_dev.standins --port 8001
 
 serves payments (`POST /payments`, `POST /payments/{payment_id}/refund`) and the kitchen
 (`/kitchen/schedules`) on one port. Charges, refunds and schedules are idempotent per
@@ -405,7 +405,7 @@ async def _hold(gate: Gate) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
-    parser = argparse.ArgumentParser(prog="python -m orders.standins", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m orders_dev.standins", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)

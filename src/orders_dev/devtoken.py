@@ -1,8 +1,8 @@
 """Throwaway keys and tokens for local use. Never use these keys in production.
 
-    python -m orders.devtoken keygen --dir .devkeys       # writes private.pem and public.pem
-    python -m orders.devtoken mint --key .devkeys/private.pem --sub alice
-    python -m orders.devtoken secrets --dir /secrets     # a random database password, once
+    python -m orders_dev.devtoken keygen --dir .devkeys       # writes private.pem and public.pem
+    python -m orders_dev.devtoken mint --key .devkeys/private.pem --sub alice
+    python -m orders_dev.devtoken secrets --dir /secrets     # a random database password, once
 
 `mint` takes the audience and issuer from JWT_AUDIENCE and JWT_ISSUER (or --aud / --iss).
 """
@@ -93,7 +93,9 @@ def _secrets(directory: Path, user: str, database: str, host: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="orders-devtoken", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m orders_dev.devtoken", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     keygen = commands.add_parser("keygen", help="write a throwaway RSA key pair")
     keygen.add_argument("--dir", type=Path, default=Path(".devkeys"))
