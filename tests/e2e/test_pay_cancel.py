@@ -148,6 +148,7 @@ async def test_paying_again_settles_an_unknown_charge(
         response = await client.request(method, path)
         assert response.status_code == 409
         assert "not known yet" in response.json()["detail"]
+        assert response.headers["Retry-After"] == "5"
 
     behaviour.payment_status = "paid"
     paid = await client.post(f"/orders/{order_id}/pay")
@@ -190,6 +191,8 @@ async def test_pay_is_409_outside_created_and_paid(
     response = await client.post(f"/orders/{order_id}/pay")
 
     assert response.status_code == 409
+    # Not allowed in this status: nothing to wait for.
+    assert "Retry-After" not in response.headers
     assert ledger.charges == []
 
 
@@ -203,6 +206,10 @@ async def test_twenty_concurrent_pays_charge_once(
 
     codes = sorted(response.status_code for response in responses)
     assert codes == [200] + [409] * 19
+    # Refused while the first pay ran: look again in a moment. Refused after it: not allowed.
+    for response in (refused for refused in responses if refused.status_code == 409):
+        running = "another payment or cancellation runs" in response.json().get("detail", "")
+        assert response.headers.get("Retry-After") == ("1" if running else None)
     assert len(ledger.charges) == 1
     assert len(ledger.schedules) == 1
 

@@ -66,9 +66,9 @@ ERROR_STATUSES: Final[Mapping[int, ErrorStatus]] = {
         "Order not found",
     ),
     409: ErrorStatus(
-        "Not allowed in the order's current status, another payment or cancellation runs,"
-        " or the first request with this `Idempotency-Key` is still running (then with"
-        " `Retry-After`).",
+        "Not allowed in the order's current status; or for now only, with `Retry-After`:"
+        " another payment or cancellation runs, the outcome of a payment, schedule or refund"
+        " is not known yet, or the first request with this `Idempotency-Key` still runs.",
         "cannot update an order in status 'paid'",
         headers=("Retry-After",),
     ),
@@ -203,8 +203,18 @@ def _key_reused(_: Request, exc: Exception) -> Response:
     )
 
 
-def _key_in_flight(_: Request, exc: Exception) -> Response:
-    return error_response(409, str(exc), {"Retry-After": "1"})
+# A conflict that passes by itself is answered with when to look again: a request in flight
+# (another pay or cancel, or the first request with a key) ends within moments; an outcome
+# not known yet waits for the reconciler's next pass.
+_IN_FLIGHT_RETRY_AFTER: Final = {"Retry-After": "1"}
+
+
+def _in_flight(_: Request, exc: Exception) -> Response:
+    return error_response(409, str(exc), _IN_FLIGHT_RETRY_AFTER)
+
+
+def _outcome_pending(_: Request, exc: Exception) -> Response:
+    return error_response(409, str(exc), {"Retry-After": RETRY_AFTER_SECONDS})
 
 
 def _replay(_: Request, exc: Exception) -> Response:
@@ -223,14 +233,14 @@ EXCEPTION_HANDLERS: Final = {
     RequestInvalid: _request_invalid,
     OrderNotFound: _not_found,
     InvalidTransition: _conflict,
-    ActionInProgress: _conflict,
-    OutcomePending: _conflict,
+    ActionInProgress: _in_flight,
+    OutcomePending: _outcome_pending,
     PaymentRefused: _payment_refused,
     CollaboratorError: _collaborator,
     StorageUnavailable: _storage_unavailable,
     KeysUnavailable: _keys_unavailable,
     VersionMismatch: _version_mismatch,
     KeyReused: _key_reused,
-    KeyInFlight: _key_in_flight,
+    KeyInFlight: _in_flight,
     AlreadyAnswered: _replay,
 }
