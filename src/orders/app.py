@@ -35,7 +35,7 @@ from orders.domain import OrderEvent
 from orders.logs import configure_logging
 from orders.observability.metrics import Metrics
 from orders.observability.middleware import RequestMetricsMiddleware
-from orders.observability.pool import instrument_engine, measured_pool_class, release_engine
+from orders.observability.pool import instrument_engine, measured_pool_class
 from orders.observability.server import start_metrics_server
 from orders.observability.tracing import TracingConfigurationError, tracing_from_environment
 from orders.service.idempotency import IdempotentRequests, KeyPurger
@@ -87,10 +87,12 @@ def _report_pending(metrics: Metrics, counts: Sequence[PendingCount]) -> None:
         metrics.pending_outcomes(pending.pending.value, pending.count, age)
 
 
-async def _watch_events(events: EventWorkers, metrics: Metrics, interval: float) -> None:
-    """Export what the relay and the consumer did, and the outbox lag, every `interval`."""
+async def _watch(events: EventWorkers, metrics: Metrics, interval: float) -> None:
+    """Every `interval`: sample this worker's gauges (for the scrapes other workers answer),
+    and export what the relay and the consumer did, and the outbox lag."""
     seen = EventCounts()
     while True:
+        metrics.sample()
         now = replace(events.counts)
         metrics.event_counts(
             published=now.published - seen.published,
@@ -151,6 +153,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Context]]:
         metrics_server = None
+        release_engine = None
         if settings.metrics_port is not None:
             metrics_server = await start_metrics_server(
                 metrics, settings.metrics_host, settings.metrics_port
@@ -158,7 +161,7 @@ def create_app(
             engine = make_engine(
                 settings, poolclass=measured_pool_class(metrics, settings.db_max_overflow)
             )
-            instrument_engine(engine, metrics, pool_capacity)
+            release_engine = instrument_engine(engine, metrics, pool_capacity)
         else:
             engine = make_engine(settings)
         on_call = metrics.collaborator_call if observed else None
@@ -234,7 +237,7 @@ def create_app(
         watching = None
         if settings.metrics_port is not None:
             watching = asyncio.create_task(
-                _watch_events(events, metrics, settings.reconcile_interval_seconds)
+                _watch(events, metrics, settings.reconcile_interval_seconds)
             )
         logger.info("orders service starting")
         try:
@@ -261,8 +264,8 @@ def create_app(
                 await metrics_server.stop()
             await client.aclose()
             await engine.dispose()
-            if observed:
-                release_engine(metrics, pool_capacity)
+            if release_engine is not None:
+                release_engine()
             if tracing is not None:
                 tracing.stop()
             # Whatever was frozen can be collected again (it matters where apps come and go,

@@ -36,6 +36,8 @@ async def one_connection(clean_database: str, metrics: Metrics) -> AsyncIterator
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    # As a scrape does: the sampled gauges are read first.
+    metrics.sample()
     return metrics.registry.get_sample_value(name, labels)
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Final, Literal, get_args
@@ -107,6 +107,8 @@ class Metrics:
 
     def __init__(self, *, commit: str = "unknown", directory: Path | None = None) -> None:
         self.directory = directory if directory is not None else multiprocess_directory()
+        # Values read rather than counted (see `sample`).
+        self._samplers: list[Callable[[], None]] = []
         self.registry = CollectorRegistry(auto_describe=True)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -322,10 +324,29 @@ class Metrics:
             label = "connection" if disconnect else "driver"
         self.statement_errors.labels(label).inc()
 
+    # -- sampled values ----------------------------------------------------------------------
+
+    def sample_with(self, sampler: Callable[[], None]) -> Callable[[], None]:
+        """Have `sampler` set its gauges on every `sample()`; returns what stops it.
+
+        For a value the process can read at any time (connections in use): reading it when
+        asked costs nothing per request, where counting every change costs two writes to the
+        multiprocess files per request.
+        """
+        self._samplers.append(sampler)
+        return lambda: self._samplers.remove(sampler)
+
+    def sample(self) -> None:
+        """Set the sampled gauges of this process: before each scrape it answers, and every
+        few seconds for the scrapes its sibling workers answer."""
+        for sampler in tuple(self._samplers):
+            sampler()
+
     # -- exposition ------------------------------------------------------------------------
 
     def exposition(self, accept: str | None) -> tuple[bytes, str]:
         """The current values in the format `accept` asks for, and its content type."""
+        self.sample()
         if self.directory is not None:
             # Gauges of workers that died are dropped here rather than by the dead worker.
             for pid in _pids(self.directory):

@@ -1,7 +1,8 @@
 """Database metrics: the pool's capacity, connections in use, waits and timeouts, and failed
 statements by SQLSTATE class.
 
-In use is kept by the pool's checkout/checkin events. A wait is a checkout that found no
+In use is read from the pool when the metrics are sampled (before every scrape, and every
+few seconds), not counted at each checkout and checkin. A wait is a checkout that found no
 idle connection and no room to open one; SQLAlchemy has no event for it, so the pool class
 itself measures it (`measured_pool_class`), at no cost to a checkout that does not wait.
 """
@@ -9,7 +10,7 @@ itself measures it (`measured_pool_class`), at no cost to a checkout that does n
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
 
 from sqlalchemy import event
 from sqlalchemy.engine import ExceptionContext
@@ -57,27 +58,27 @@ def _sqlstate(error: BaseException | None) -> str | None:
     return None
 
 
-def instrument_engine(engine: AsyncEngine, metrics: Metrics, capacity: int) -> None:
-    """Count connections in use and failed statements of `engine`'s pool of `capacity`."""
+def instrument_engine(engine: AsyncEngine, metrics: Metrics, capacity: int) -> Callable[[], None]:
+    """Report the connections in use and the failed statements of `engine`'s pool of
+    `capacity`; returns what undoes it, once the engine is disposed."""
     metrics.pool_capacity.inc(capacity)
-    in_use = metrics.pool_in_use
+    pool = engine.sync_engine.pool
 
-    def checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        in_use.inc()
-
-    def checkin(dbapi_connection: Any, record: Any) -> None:
-        in_use.dec()
+    def in_use() -> None:
+        metrics.pool_in_use.set(pool.checkedout())  # type: ignore[attr-defined]
 
     def failed(context: ExceptionContext) -> None:
         metrics.statement_error(
             _sqlstate(context.original_exception), disconnect=context.is_disconnect
         )
 
-    event.listen(engine.sync_engine.pool, "checkout", checkout)
-    event.listen(engine.sync_engine.pool, "checkin", checkin)
+    stop_sampling = metrics.sample_with(in_use)
     event.listen(engine.sync_engine, "handle_error", failed)
 
+    def release() -> None:
+        event.remove(engine.sync_engine, "handle_error", failed)
+        stop_sampling()
+        metrics.pool_capacity.dec(capacity)
+        metrics.pool_in_use.set(0)
 
-def release_engine(metrics: Metrics, capacity: int) -> None:
-    """The engine is disposed: its capacity no longer counts."""
-    metrics.pool_capacity.dec(capacity)
+    return release
