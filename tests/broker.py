@@ -25,6 +25,8 @@ import jsonschema
 import yaml
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
+from orders.adapters.events import CONSUMER_CONNECTION, RELAY_CONNECTION
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = os.environ.get("BROKER_HOST", "127.0.0.1")
 PORT = int(os.environ.get("BROKER_PORT", "5672"))
@@ -45,9 +47,13 @@ def ensure_running(seconds: float = 90) -> None:
         time.sleep(1)
 
 
+def _rabbitmqctl_command() -> str:
+    return os.environ.get("RABBITMQCTL", "rabbitmqctl")
+
+
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(
-        [os.environ.get("RABBITMQCTL", "rabbitmqctl"), "-q", *args],
+        [_rabbitmqctl_command(), "-q", *args],
         check=True,
         capture_output=True,
         timeout=60,
@@ -69,7 +75,35 @@ class VirtualHost:
         rabbitmqctl("set_permissions", "-p", self.name, USER, ".*", ".*", ".*")
 
     def revoke(self) -> None:
+        """Take the user's access away. A channel that already wrote to an exchange keeps
+        its cached permission, so the service's connections are closed too: they can only
+        come back once access is granted again."""
         rabbitmqctl("clear_permissions", "-p", self.name, USER)
+        self.close_connections(RELAY_CONNECTION, CONSUMER_CONNECTION)
+
+    def close_connections(self, *names: str) -> None:
+        """Close this virtual host's connections that carry one of these names."""
+        listing = subprocess.run(
+            [
+                _rabbitmqctl_command(),
+                "-q",
+                "list_connections",
+                "--no-table-headers",
+                "pid",
+                "vhost",
+                "client_properties",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        for line in listing.splitlines():
+            pid, vhost, properties = line.split("\t", 2)
+            if vhost == self.name and any(
+                f'{{"connection_name","{name}"}}' in properties for name in names
+            ):
+                rabbitmqctl("close_connection", pid, "access revoked by the test")
 
     def delete(self) -> None:
         rabbitmqctl("delete_vhost", self.name)

@@ -80,8 +80,16 @@ def backoff(failures: int, ceiling: float) -> float:
     return delay * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not cryptography)
 
 
-async def _connect(url: str) -> AbstractConnection:
-    return await aio_pika.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
+# The names the broker shows for the connections (management UI, `rabbitmqctl
+# list_connections client_properties`), so an operator can tell the two apart.
+RELAY_CONNECTION: Final = "orders outbox relay"
+CONSUMER_CONNECTION: Final = "orders status consumer"
+
+
+async def _connect(url: str, name: str) -> AbstractConnection:
+    return await aio_pika.connect(
+        url, timeout=CONNECT_TIMEOUT_SECONDS, client_properties={"connection_name": name}
+    )
 
 
 class _Worker(BackgroundLoop):
@@ -156,7 +164,7 @@ class OutboxRelay(_Worker):
         self._last_purge = 0.0
 
     async def _session(self) -> None:
-        async with await _connect(self._url) as connection:
+        async with await _connect(self._url, RELAY_CONNECTION) as connection:
             channel = await connection.channel(publisher_confirms=True)
             exchange = await declare_events_exchange(channel)
             self.connected = True
@@ -295,7 +303,7 @@ class StatusConsumer(_Worker):
         self._max_attempts = max_attempts
 
     async def _session(self) -> None:
-        async with await _connect(self._url) as connection:
+        async with await _connect(self._url, CONSUMER_CONNECTION) as connection:
             lost = asyncio.Event()
             channel = await connection.channel(publisher_confirms=True)
             connection.close_callbacks.add(lambda *_: lost.set())
