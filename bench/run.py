@@ -238,32 +238,22 @@ def _server_env(database_url: str, public_pem: str, scratch: Path, plan: Plan) -
 
 def _baseline(workers: int, env: dict[str, str], scratch: Path, plan: Plan) -> Uvicorn:
     """The server in the "reference" slot, so that the tables and ratios read the same."""
-    if plan.baseline_src is not None:
-        return Uvicorn(
-            "reference",
-            "orders.app:create_app",
-            workers=workers,
-            env=env,
-            log_path=scratch / f"baseline-{workers}w.log",
-            app_dir=plan.baseline_src / "src",
-            http_options=SERVICE_HTTP["httptools"](),
-        )
-    if plan.baseline == "reference":
-        return Uvicorn(
-            "reference",
-            "reference:create_app",
-            workers=workers,
-            env=env,
-            log_path=scratch / f"reference-{workers}w.log",
-            app_dir=BENCH,
-        )
+    app_dir: Path | None
+    if plan.baseline == "reference" and plan.baseline_src is None:
+        app, app_dir, http = "reference:create_app", BENCH, ["--http", "httptools"]
+        log = f"reference-{workers}w.log"
+    else:
+        app, log = "orders.app:create_app", f"baseline-{workers}w.log"
+        app_dir = plan.baseline_src / "src" if plan.baseline_src is not None else None
+        http = SERVICE_HTTP["httptools" if plan.baseline_src is not None else plan.baseline]()
     return Uvicorn(
         "reference",
-        "orders.app:create_app",
+        app,
         workers=workers,
         env=env,
-        log_path=scratch / f"baseline-{workers}w.log",
-        http_options=SERVICE_HTTP[plan.baseline](),
+        log_path=scratch / log,
+        app_dir=app_dir,
+        http_options=http,
     )
 
 

@@ -27,6 +27,22 @@ def route_template(scope: Scope) -> str | None:
     return None
 
 
+class ResponseStatus:
+    """A `send` that notes the status the app answers with: 500 until the response starts
+    (an app that fails before it does is answered 500 by an outer layer)."""
+
+    __slots__ = ("_send", "code")
+
+    def __init__(self, send: Send) -> None:
+        self.code = 500
+        self._send = send
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.code = message["status"]
+        await self._send(message)
+
+
 class RequestMetricsMiddleware:
     """Counts each request by route template, method and status, and times it."""
 
@@ -39,20 +55,13 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = ResponseStatus(send)
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, receive, status)
         finally:
             self.metrics.request(
                 route_template(scope) or UNMATCHED_ROUTE,
                 scope["method"],
-                status,
+                status.code,
                 time.perf_counter() - started,
             )

@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from starlette.middleware import Middleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orders.logs import trace_id
-from orders.observability.middleware import route_template
+from orders.observability.middleware import ResponseStatus, route_template
 
 DEFAULT_SERVICE_NAME: Final = "orders"
 
@@ -87,14 +87,7 @@ class TracingMiddleware:
             name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
         }
         method = scope["method"]
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        status = ResponseStatus(send)
         with self.tracer.start_as_current_span(
             method,
             context=extract(carrier),
@@ -107,13 +100,13 @@ class TracingMiddleware:
         ) as span:
             token = trace_id.set(format(span.get_span_context().trace_id, "032x"))
             try:
-                await self.app(scope, receive, send_status)
+                await self.app(scope, receive, status)
             finally:
                 template = route_template(scope)
                 if template is not None:
                     span.update_name(f"{method} {template}")
                     span.set_attribute("http.route", template)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
+                span.set_attribute("http.response.status_code", status.code)
+                if status.code >= 500:
                     span.set_status(Status(StatusCode.ERROR))
                 trace_id.reset(token)
