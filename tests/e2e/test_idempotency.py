@@ -6,23 +6,23 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orders.app import create_app
 from orders.web.idempotency import fingerprint
 from orders_dev.standins import Behaviour, Gate, Ledger
-from tests.conftest import TokenFactory, make_settings
+from tests.conftest import TokenFactory
+from tests.e2e.conftest import ServeApp
 from tests.support import (
     LATTE,
     asyncpg_dsn,
@@ -39,24 +39,9 @@ Serving = Callable[..., AbstractAsyncContextManager[tuple[httpx.AsyncClient, ASG
 
 
 @pytest.fixture
-def serving(
-    clean_database: str,
-    key_pair: tuple[bytes, bytes],
-    collaborators: httpx.AsyncBaseTransport,
-    token_for: TokenFactory,
-) -> Serving:
+def serving(serve_app: ServeApp) -> Serving:
     """`async with serving(**settings) as (client, app)`: a worker of its own, as alice."""
-
-    @asynccontextmanager
-    async def serve(**overrides: Any) -> AsyncIterator[tuple[httpx.AsyncClient, ASGIApp]]:
-        settings = make_settings(clean_database, key_pair[1], **overrides)
-        async with (
-            LifespanManager(create_app(settings, transport=collaborators)) as manager,
-            client_for(manager.app, token_for("alice")) as client,
-        ):
-            yield client, manager.app
-
-    return serve
+    return partial(serve_app, "alice")
 
 
 async def query(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -17,16 +17,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import make_url
 
-from orders.app import create_app
 from orders.settings import Settings
-from tests.conftest import TokenFactory, make_settings
+from tests.conftest import TokenFactory
+from tests.e2e.conftest import ServeApp
 from tests.support import (
     LATTE,
     asyncpg_dsn,
-    client_for,
     customer,
     free_port,
     orders_process,
@@ -39,21 +37,12 @@ NEXT = re.compile(r'^<([^>]+)>; rel="next"$')
 
 
 @pytest.fixture
-def serving(
-    clean_database: str,
-    key_pair: tuple[bytes, bytes],
-    collaborators: httpx.AsyncBaseTransport,
-    token_for: TokenFactory,
-) -> Serving:
+def serving(serve_app: ServeApp) -> Serving:
     """`async with serving(user, **settings) as client`: an app with these settings."""
 
     @asynccontextmanager
     async def serve(user: str = "alice", **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        settings = make_settings(clean_database, key_pair[1], **overrides)
-        async with (
-            LifespanManager(create_app(settings, transport=collaborators)) as manager,
-            client_for(manager.app, token_for(user)) as client,
-        ):
+        async with serve_app(user, **overrides) as (client, _):
             yield client
 
     return serve
